@@ -1,0 +1,258 @@
+"""From the label values people actually have in their data to label ids, and `task.kind=auto`.
+
+Per row, a label column may hold: a name (`positive`), an index (`3`, `"3"`, `3.0`), a bool, a one-element
+list (`[1]`, the "(B, 1)" case), a list of names or indices (`["joy", "anger"]`, `[4, 27]`), a delimited string
+(`"4,27"`, `"joy|anger"` with `data.label_delimiter`), or a 0/1 vector (one-hot or multi-hot).
+
+`LabelSpace.infer` reads the training column once and decides the kind and the label names, logging its
+evidence; `LabelSpace.ids` then maps each row of every split to label ids, and `LabelSpace.batch` turns the
+ids of a batch into the tensor the model's `Task.targets` takes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from headfit.errors import HeadfitConfigError, HeadfitDataError
+from headfit.task import KINDS
+
+log = logging.getLogger(__name__)
+
+Atom = int | str  # one label inside a row: an index or a name
+
+
+class LabelError(ValueError):
+    """One label value that cannot be read; the caller adds where it is."""
+
+
+def parse(value: Any, delimiter: str | None) -> tuple[list[Atom], bool]:
+    """One raw label value -> (its labels, whether it was written as a list)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise LabelError("the label is missing (empty or NaN)")
+    if isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and not isinstance(value, (str, numbers.Number))):
+        items = value.tolist() if hasattr(value, "tolist") else value
+        return [_atom(item) for item in items], True
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise LabelError("the label is missing (empty)")
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise LabelError(f"{value!r} starts like a JSON list but does not parse ({error.msg})") from None
+            return [_atom(item) for item in items], True
+        if delimiter and delimiter in text:
+            return [_atom(part) for part in text.split(delimiter) if part.strip()], True
+    return [_atom(value)], False
+
+
+def _atom(value: Any) -> Atom:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        if math.isnan(value):
+            raise LabelError("the label is NaN")
+        if value != int(value):
+            raise LabelError(f"label {value!r} is not a whole number (labels are ids or names, never scores)")
+        return int(value)
+    text = str(value).strip()
+    if not text:
+        raise LabelError("the label is missing (empty)")
+    if text.lower() in ("true", "false"):
+        return int(text.lower() == "true")
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return _atom(number) if math.isfinite(number) else text
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The label names and kind read from the training labels, and how to map a row to label ids."""
+
+    kind: str
+    labels: tuple[str, ...]
+    by: str  # how a row's labels are read: "name", "index" or "vector" (a 0/1 entry per label)
+    delimiter: str | None = ","
+
+    @classmethod
+    def infer(
+        cls, values: Sequence[Any], where: Callable[[int], str], *, kind: str = "auto",
+        labels: Sequence[str] | None = None, num_labels: int | None = None, delimiter: str | None = ",",
+    ) -> LabelSpace:
+        """Decide kind and label names from the training column `values`; `where(i)` locates row i."""
+        if kind not in (*KINDS, "auto"):
+            raise HeadfitConfigError(f"unknown task kind {kind!r}", where="task.kind",
+                                     fix=f"use auto or one of {', '.join(KINDS)}")
+        rows = []
+        for i, value in enumerate(values):
+            try:
+                rows.append(parse(value, delimiter if kind in ("auto", "multilabel") else None))
+            except LabelError as error:
+                raise HeadfitDataError(str(error), where=where(i),
+                                       fix="fix or remove the row (data.label_column names the column)") from None
+        if not rows:
+            raise HeadfitDataError("the training data has no rows", where=where(0) if values else "data.train_path",
+                                   fix="point data.train_path at a file with labelled rows")
+        widths = {len(atoms) for atoms, _ in rows}
+        vector = (all(is_list for _, is_list in rows) and len(widths) == 1 and widths.pop() >= 2
+                  and all(a in (0, 1) and not isinstance(a, str) for atoms, _ in rows for a in atoms))
+        if vector:
+            space, evidence = cls._infer_vector(rows, kind, labels)
+        else:
+            space, evidence = cls._infer_atoms(rows, where, kind, labels, delimiter)
+        if num_labels is not None and int(num_labels) != len(space.labels):
+            given = f"task.labels has {len(labels)}" if labels is not None else "the data has"
+            raise HeadfitConfigError(
+                f"task.num_labels={num_labels} but {given} {len(space.labels)} labels: {_short(space.labels)}",
+                where="task.num_labels", fix="remove task.num_labels (it is read from the data) or correct it",
+            )
+        log.info("task: %s with %d labels %s (%s)", space.kind, len(space.labels), _short(space.labels), evidence)
+        return space
+
+    @classmethod
+    def _infer_vector(cls, rows, kind, labels) -> tuple[LabelSpace, str]:
+        width = len(rows[0][0])
+        names = _given_names(labels, width, "columns in each label vector")
+        ones = Counter(sum(atoms) for atoms, _ in rows)
+        single = set(ones) == {1}
+        if kind == "auto":
+            kind = ("binary" if width == 2 else "multiclass") if single else "multilabel"
+            evidence = (f"every label is a one-hot vector of width {width}" if single else
+                        f"labels are 0/1 vectors of width {width}; rows with 0/1/2+ ones: "
+                        f"{ones.get(0, 0)}/{ones.get(1, 0)}/{sum(n for k, n in ones.items() if k > 1)}")
+        else:
+            evidence = f"task.kind={kind}; labels are 0/1 vectors of width {width}"
+        if kind != "multilabel" and not single:
+            raise HeadfitConfigError(
+                f"task.kind={kind} takes one label per row, but some label vectors have {sorted(set(ones) - {1})} ones",
+                where="task.kind", fix="use task.kind=multilabel (or auto) with head=sigmoid",
+            )
+        return cls(kind, names, "vector"), evidence
+
+    @classmethod
+    def _infer_atoms(cls, rows, where, kind, labels, delimiter) -> tuple[LabelSpace, str]:
+        several = [i for i, (atoms, _) in enumerate(rows) if len(atoms) != 1]
+        if kind == "auto":
+            if several:
+                kind = "multilabel"
+                evidence = (f"{len(several)} of {len(rows)} training rows have 0 or several labels"
+                            f" (first: {where(several[0])}); delimiter {delimiter!r}")
+            else:
+                distinct = len({atoms[0] for atoms, _ in rows})
+                kind = "binary" if (len(labels) if labels is not None else distinct) == 2 else "multiclass"
+                evidence = f"one label per row, {distinct} distinct labels in training"
+        else:
+            evidence = f"task.kind={kind}"
+            if kind != "multilabel" and several:
+                raise HeadfitDataError(
+                    f"task.kind={kind} takes one label per row, but this row has {len(rows[several[0]][0])}",
+                    where=where(several[0]), fix="use task.kind=multilabel head=sigmoid, or fix the row",
+                )
+        atoms = {a for row, _ in rows for a in row}
+        if labels is not None:
+            names = _given_names(labels, None, "")
+            by = "name" if all(str(a) in names for a in atoms) else "index"
+        elif all(isinstance(a, int) for a in atoms) and atoms == set(range(len(atoms))):
+            names, by = tuple(str(i) for i in range(len(atoms))), "index"
+        else:
+            # Labels that are not 0..K-1 (e.g. 1..5 stars, or names) are names, sorted for a stable order.
+            names = tuple(sorted({str(a) for a in atoms}, key=lambda s: (not s.lstrip("-").isdigit(),
+                                                                          int(s) if s.lstrip("-").isdigit() else 0, s)))
+            by = "name"
+        if kind == "binary" and len(names) != 2:
+            detail = "" if labels is not None else " in the training data"
+            raise HeadfitConfigError(
+                f"task.kind=binary needs exactly 2 labels, found {len(names)}{detail}: {_short(names)}",
+                where="task.kind", fix="use task.kind=multiclass (or auto), or list the 2 labels in task.labels",
+            )
+        if len(names) < 2 and kind != "multilabel":
+            raise HeadfitDataError(
+                f"the training labels hold a single class {list(names)}: a classifier needs at least 2",
+                where="data.label_column", fix="check the label column, or list every label in task.labels",
+            )
+        space = cls(kind, names, by, delimiter)
+        for i, (row, _) in enumerate(rows):  # every training label must map; say which row does not
+            try:
+                space._map(row)
+            except LabelError as error:
+                raise HeadfitDataError(str(error), where=where(i),
+                                       fix="list every label in task.labels, or fix the row") from None
+        return space, evidence
+
+    # ---- per row --------------------------------------------------------------------------------
+
+    def ids(self, value: Any) -> tuple[int, ...]:
+        """One raw label value -> its label ids. Raises LabelError with the reason."""
+        atoms, _ = parse(value, self.delimiter if self.kind == "multilabel" else None)
+        if self.by == "vector":
+            if len(atoms) != len(self.labels) or any(a not in (0, 1) or isinstance(a, str) for a in atoms):
+                raise LabelError(f"label {value!r} is not a 0/1 vector of width {len(self.labels)}")
+            ids = tuple(i for i, a in enumerate(atoms) if a == 1)
+        else:
+            ids = self._map(atoms)
+        if self.kind != "multilabel" and len(ids) != 1:
+            raise LabelError(f"a {self.kind} task takes exactly one label per row, this row has {len(ids)}: {value!r}")
+        return ids
+
+    def _map(self, atoms: list[Atom]) -> tuple[int, ...]:
+        ids = []
+        for atom in atoms:
+            if self.by == "index" and isinstance(atom, int):
+                if not 0 <= atom < len(self.labels):
+                    raise LabelError(f"label index {atom} is outside the {len(self.labels)} labels "
+                                     f"(ids 0..{len(self.labels) - 1}: {_short(self.labels)})")
+                ids.append(atom)
+            elif str(atom) in self.labels:
+                ids.append(self.labels.index(str(atom)))
+            else:
+                raise LabelError(f"label {atom!r} is not one of the {len(self.labels)} labels {_short(self.labels)} "
+                                 "(labels are read from the training data unless task.labels lists them)")
+        return tuple(sorted(set(ids)))
+
+    # ---- per batch ------------------------------------------------------------------------------
+
+    def batch(self, ids: Sequence[Sequence[int]]) -> Tensor:
+        """Label ids of a batch -> label ids (B,) int64, or multi-hot (B, C) float for multilabel."""
+        if self.kind != "multilabel":
+            return torch.tensor([row[0] for row in ids], dtype=torch.long)
+        hot = torch.zeros(len(ids), len(self.labels))
+        for i, row in enumerate(ids):
+            hot[i, list(row)] = 1.0
+        return hot
+
+    def counts(self, ids: Sequence[Sequence[int]]) -> list[int]:
+        """How many rows carry each label."""
+        counter = Counter(i for row in ids for i in row)
+        return [counter.get(i, 0) for i in range(len(self.labels))]
+
+
+def _given_names(labels: Sequence[str] | None, width: int | None, what: str) -> tuple[str, ...]:
+    if labels is None:
+        return tuple(str(i) for i in range(width))
+    names = tuple(str(name) for name in labels)
+    if width is not None and len(names) != width:
+        raise HeadfitConfigError(
+            f"task.labels has {len(names)} names but the data has {width} {what}",
+            where="task.labels", fix="give one name per column, in column order",
+        )
+    return names
+
+
+def _short(names: Sequence[str], most: int = 10) -> str:
+    shown = ", ".join(map(str, list(names)[:most]))
+    return f"[{shown}{', ...' if len(names) > most else ''}]"

@@ -1,0 +1,58 @@
+"""The check before training: one real batch's labels through targets, head, loss and metrics.
+
+It runs the head on stand-in encoder states (no encoder forward pass, so it costs milliseconds) and
+reports any disagreement in words, expected against got, with the config key that controls it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+
+from headfit.errors import HeadfitConfigError, HeadfitDataError
+
+log = logging.getLogger(__name__)
+
+
+def check_shapes(module, batch: Mapping) -> None:
+    """Raise HeadfitConfigError / HeadfitDataError if `batch` cannot train `module` (a ClassifierModule)."""
+    task = module.task
+    if not isinstance(batch, Mapping) or "labels" not in batch:
+        raise HeadfitDataError("a training batch must be a mapping of the tokenizer's outputs plus 'labels'",
+                               where="the train dataloader", fix="yield dict(**tokenizer(texts), labels=...)")
+    targets = task.targets(batch["labels"])  # raises in words when the labels do not fit the task
+    size, width = len(targets), module.encoder.config.hidden_size
+    device = next(module.parameters()).device
+    with torch.no_grad():
+        logits = module.head(torch.zeros(size, 2, width, device=device),
+                             torch.ones(size, 2, dtype=torch.long, device=device),
+                             torch.zeros(size, width, device=device))
+        expected = (size, task.num_outputs)
+        if tuple(logits.shape) != expected:
+            raise HeadfitConfigError(
+                f"the head returns logits {tuple(logits.shape)}, but a {task.kind} task with "
+                f"{task.num_labels} labels and a {task.activation} head needs {expected}",
+                where=f"head ({type(module.head).__name__})",
+                fix="a head must end in a layer of width `num_outputs` (the argument headfit passes it)",
+            )
+        targets = targets.to(device)
+        try:
+            loss = module.loss_fn(logits, targets)
+        except (RuntimeError, ValueError) as error:
+            raise HeadfitConfigError(
+                f"the loss rejects logits {tuple(logits.shape)} with targets {targets.dtype} {tuple(targets.shape)}: "
+                f"{error}", where="head, loss", fix="use a loss from conf/loss/ with a head from conf/head/",
+            ) from None
+        if loss.ndim != 0 or not torch.isfinite(loss):
+            raise HeadfitConfigError(f"the loss is {loss} for untrained logits, expected a finite number",
+                                     where="loss.class_weights", fix="use finite, positive class weights")
+        metrics = task.metrics().to(device)
+        metrics.update(task.predict(task.probabilities(logits)), targets.long())
+        metrics.compute()
+    log.info("shape check passed: labels %s %s -> targets %s %s (%s); logits %s; %s; metrics %s",
+             str(torch.as_tensor(batch["labels"]).dtype).replace("torch.", ""),
+             tuple(torch.as_tensor(batch["labels"]).shape), str(targets.dtype).replace("torch.", ""),
+             tuple(targets.shape), task.target_layout, tuple(logits.shape), type(module.loss_fn).__name__,
+             list(metrics.keys()))

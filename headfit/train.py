@@ -1,0 +1,79 @@
+"""The training job: compose the config, build data and model, check shapes, fit, test, report.
+
+`python train.py [overrides]` and the `headfit-train` command both run `main`. `train(cfg)` is the job
+itself and returns the monitored metric (`optimized_metric`), so Hydra sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from headfit.errors import HeadfitError
+from headfit.module import ClassifierModule
+from headfit.shape_check import check_shapes
+
+log = logging.getLogger("headfit")
+
+
+def _config_dir() -> str:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):  # an installed wheel, or a source checkout
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"headfit's configs are neither in {here / 'conf'} nor in {here.parent / 'conf'}")
+
+
+def train(cfg: DictConfig) -> float | None:
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task)
+    datamodule.setup("fit")
+    model = ClassifierModule(
+        encoder=cfg.encoder.name_or_path, labels=datamodule.labels, kind=datamodule.kind, head=cfg.head,
+        class_weights=cfg.loss.class_weights, label_counts=datamodule.label_counts,
+        num_train_rows=datamodule.num_train_rows, **cfg.optim,
+    )
+    check_shapes(model, next(iter(datamodule.train_dataloader())))
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt_path = best or None  # evaluate the best checkpoint when there is one, else the last weights
+    results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None,
+               "val": trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]}
+    if datamodule.test_dataloader():
+        results["test"] = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0]
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        log.info("run directory: %s (config.yaml, metrics.json, metrics.csv, checkpoints/)", output_dir)
+    return results["val"].get(cfg.optimized_metric)
+
+
+@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except HeadfitError as error:  # the user's to fix: say what and where, without a traceback
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s", error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

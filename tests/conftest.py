@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny randomly initialised BERT saved like a hub model (no download), and data files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from headfit.data.demo import ASIDES, CLAUSES, OPENERS, SLOTS
+
+EXTRA_WORDS = "good bad great awful fine movie film plot this that is was a an it not very sports food weather".split()
+
+
+def _vocab() -> list[str]:
+    words = {w for text in [*sum(CLAUSES.values(), []), *sum(ASIDES.values(), []), *sum(SLOTS.values(), []), *OPENERS]
+             for w in re.findall(r"[a-z]+", text.lower())}
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "'", *sorted(words | set(EXTRA_WORDS))]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """Directory with a 2-layer, 32-wide random BERT and a word-level tokenizer, as from save_pretrained."""
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    vocab = _vocab()
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(directory)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(directory)
+    return str(directory)
+
+
+def write_rows(path: Path, rows: list[dict], fmt: str | None = None) -> Path:
+    """Write rows (dicts) as CSV, TSV or JSONL according to the suffix."""
+    fmt = fmt or path.suffix.lstrip(".")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        return path
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]), delimiter="\t" if fmt == "tsv" else ",")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
