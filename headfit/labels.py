@@ -32,20 +32,24 @@ Atom = int | str  # one label inside a row: an index or a name
 
 
 class LabelError(ValueError):
-    """One label value that cannot be read; the caller adds where it is."""
+    """One label value that cannot be read; the caller adds where it is. `reason` is its category."""
+
+    def __init__(self, message: str, reason: str = "unreadable label"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def parse(value: Any, delimiter: str | None) -> tuple[list[Atom], bool]:
     """One raw label value -> (its labels, whether it was written as a list)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise LabelError("the label is missing (empty or NaN)")
+        raise LabelError("the label is missing (empty or NaN)", "missing label")
     if isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and not isinstance(value, (str, numbers.Number))):
         items = value.tolist() if hasattr(value, "tolist") else value
         return [_atom(item) for item in items], True
     if isinstance(value, str):
         text = value.strip()
         if not text:
-            raise LabelError("the label is missing (empty)")
+            raise LabelError("the label is missing (empty)", "missing label")
         if text.startswith("["):
             try:
                 items = json.loads(text)
@@ -64,13 +68,13 @@ def _atom(value: Any) -> Atom:
         return int(value)
     if isinstance(value, numbers.Real):
         if math.isnan(value):
-            raise LabelError("the label is NaN")
+            raise LabelError("the label is NaN", "missing label")
         if value != int(value):
             raise LabelError(f"label {value!r} is not a whole number (labels are ids or names, never scores)")
         return int(value)
     text = str(value).strip()
     if not text:
-        raise LabelError("the label is missing (empty)")
+        raise LabelError("the label is missing (empty)", "missing label")
     if text.lower() in ("true", "false"):
         return int(text.lower() == "true")
     try:
@@ -93,16 +97,24 @@ class LabelSpace:
     def infer(
         cls, values: Sequence[Any], where: Callable[[int], str], *, kind: str = "auto",
         labels: Sequence[str] | None = None, num_labels: int | None = None, delimiter: str | None = ",",
+        skip_unreadable: bool = False,
     ) -> LabelSpace:
-        """Decide kind and label names from the training column `values`; `where(i)` locates row i."""
+        """Decide kind and label names from the training column `values`; `where(i)` locates row i.
+
+        With `skip_unreadable`, rows whose label cannot be read are left out of the decision (the caller
+        skips and reports them) instead of stopping it.
+        """
         if kind not in (*KINDS, "auto"):
             raise HeadfitConfigError(f"unknown task kind {kind!r}", where="task.kind",
                                      fix=f"use auto or one of {', '.join(KINDS)}")
-        rows = []
+        rows, positions = [], []  # parsed labels, and the position of each in `values`
         for i, value in enumerate(values):
             try:
                 rows.append(parse(value, delimiter if kind in ("auto", "multilabel") else None))
+                positions.append(i)
             except LabelError as error:
+                if skip_unreadable:
+                    continue
                 raise HeadfitDataError(str(error), where=where(i),
                                        fix="fix or remove the row (data.label_column names the column)") from None
         if not rows:
@@ -114,7 +126,8 @@ class LabelSpace:
         if vector:
             space, evidence = cls._infer_vector(rows, kind, labels)
         else:
-            space, evidence = cls._infer_atoms(rows, where, kind, labels, delimiter)
+            space, evidence = cls._infer_atoms(rows, lambda k: where(positions[k]), kind, labels, delimiter,
+                                               skip_unreadable)
         if num_labels is not None and int(num_labels) != len(space.labels):
             given = f"task.labels has {len(labels)}" if labels is not None else "the data has"
             raise HeadfitConfigError(
@@ -145,7 +158,7 @@ class LabelSpace:
         return cls(kind, names, "vector"), evidence
 
     @classmethod
-    def _infer_atoms(cls, rows, where, kind, labels, delimiter) -> tuple[LabelSpace, str]:
+    def _infer_atoms(cls, rows, where, kind, labels, delimiter, skip_unreadable) -> tuple[LabelSpace, str]:
         several = [i for i, (atoms, _) in enumerate(rows) if len(atoms) != 1]
         if kind == "auto":
             if several:
@@ -190,8 +203,9 @@ class LabelSpace:
             try:
                 space._map(row)
             except LabelError as error:
-                raise HeadfitDataError(str(error), where=where(i),
-                                       fix="list every label in task.labels, or fix the row") from None
+                if not skip_unreadable:
+                    raise HeadfitDataError(str(error), where=where(i),
+                                           fix="list every label in task.labels, or fix the row") from None
         return space, evidence
 
     # ---- per row --------------------------------------------------------------------------------
@@ -215,13 +229,14 @@ class LabelSpace:
             if self.by == "index" and isinstance(atom, int):
                 if not 0 <= atom < len(self.labels):
                     raise LabelError(f"label index {atom} is outside the {len(self.labels)} labels "
-                                     f"(ids 0..{len(self.labels) - 1}: {_short(self.labels)})")
+                                     f"(ids 0..{len(self.labels) - 1}: {_short(self.labels)})", "unknown label")
                 ids.append(atom)
             elif str(atom) in self.labels:
                 ids.append(self.labels.index(str(atom)))
             else:
                 raise LabelError(f"label {atom!r} is not one of the {len(self.labels)} labels {_short(self.labels)} "
-                                 "(labels are read from the training data unless task.labels lists them)")
+                                 "(labels are read from the training data unless task.labels lists them)",
+                                 "unknown label")
         return tuple(sorted(set(ids)))
 
     # ---- per batch ------------------------------------------------------------------------------

@@ -96,9 +96,14 @@ class ClassifierModule(pl.LightningModule):
         self._step(batch, "test", self.test_metrics)
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Any]:
-        """Per row: the probability of every label (columns in `task.labels` order) and the decided names."""
+        """Per row: the probability of every label (columns in `task.labels` order) and the decided names;
+        plus the rows' `index` when the batch has one (headfit's loaders sort rows by length; see
+        `headfit.predict.in_input_order`)."""
         probabilities = self.task.probabilities(self(**_encoder_inputs(batch)))
-        return {"probabilities": probabilities, "labels": self.task.names(self.task.predict(probabilities))}
+        output = {"probabilities": probabilities, "labels": self.task.names(self.task.predict(probabilities))}
+        if "index" in batch:
+            output["index"] = batch["index"]
+        return output
 
     def _step(self, batch: Mapping[str, Tensor], stage: str, metrics) -> Tensor:
         if not isinstance(batch, Mapping) or "labels" not in batch:

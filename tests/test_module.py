@@ -29,7 +29,7 @@ def datamodule(tmp_path, tiny_encoder, labels, fmt="csv", **options) -> TextClas
     train = write_rows(tmp_path / f"train.{fmt}", rows)
     val = write_rows(tmp_path / f"val.{fmt}", rows[:4])
     return TextClassificationDataModule(tokenizer=tiny_encoder, train_path=str(train), val_path=str(val),
-                                        batch_size=4, **options)
+                                        batch_size=4, cache_dir=str(tmp_path / "cache"), **options)
 
 
 SIGMOID, SOFTMAX = "headfit.heads.SigmoidHead", "headfit.heads.SoftmaxHead"

@@ -23,6 +23,7 @@ FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_
 def config(tmp_path, tiny_encoder, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[f"encoder.name_or_path={tiny_encoder}", f"paths.output_dir={tmp_path}",
+                                           f"paths.cache_dir={tmp_path / 'cache'}",
                                            *FAST, *overrides])
 
 

@@ -1,29 +1,47 @@
-"""The data module: labelled text files -> checked label ids -> tokenised, dynamically padded batches.
+"""The data module: labelled data -> checked label ids -> cached token ids -> length-grouped batches.
 
-`setup()` reads the training file first and decides the task from it (`LabelSpace.infer`: kind, label
-names), then reads validation and test against that label set, so a label that never occurs in training
-is an error with its file and line. Batches are `dict(input_ids, attention_mask, ..., labels)`.
+`setup()` runs once, in this order:
+1. read each split into a memory-mapped Arrow table (headfit/data/sources.py);
+2. tokenise it, or load the token ids cached by an earlier run (tokenize.py);
+3. decide the task from the training labels (kind, label names: headfit/labels.py);
+4. map every row's label to ids and apply `on_bad_row` (checks.py), with the row accounting logged;
+5. without a validation source, split `val_fraction` of train off, stratified (split.py); `max_train_rows`.
+
+Batches are `dict(input_ids, attention_mask, [token_type_ids], labels, index)`, padded to their longest
+row; training batches group rows of similar length (sampler.py), evaluation batches are sorted by length;
+`index` is each row's position in its split, so predictions can be put back in the input order.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from headfit.data.files import Table, read_table
+from headfit.data.checks import check_rows
+from headfit.data.sampler import LengthGroupedSampler
+from headfit.data.sources import Columns, Source, load_source
+from headfit.data.split import random_subset, stratified_split
+from headfit.data.tokenize import report_lengths, tokenize
 from headfit.encoder import load_tokenizer
-from headfit.errors import HeadfitConfigError, HeadfitDataError
-from headfit.labels import LabelError, LabelSpace
+from headfit.errors import HeadfitConfigError
+from headfit.labels import LabelSpace
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TextClassificationDataModule(pl.LightningDataModule):
@@ -33,13 +51,32 @@ class TextClassificationDataModule(pl.LightningDataModule):
         train_path: str,
         val_path: str | None = None,
         test_path: str | None = None,
-        text_column: str = "text",
-        label_column: str = "label",
+        *,
+        text_column: str | int = "text",
+        label_column: str | int = "label",
+        text_pair_column: str | int | None = None,
+        label_columns: Sequence[str | int] | None = None,
+        val_text_column: str | int | None = None,
+        test_text_column: str | int | None = None,
+        val_label_column: str | int | None = None,
+        test_label_column: str | int | None = None,
+        header: bool = True,
         label_delimiter: str | None = ",",
+        labels_file: str | None = None,
+        hub_dataset: str | None = None,
+        hub_config: str | None = None,
+        on_bad_row: str = "error",
+        val_fraction: float = 0.1,
+        max_train_rows: int | None = None,
         max_length: int = 128,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        group_by_length: bool = True,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        seed: int = 42,
+        cache_dir: str = "~/.cache/headfit",
+        report_dir: str | None = None,
         kind: str = "auto",
         labels: Sequence[str] | None = None,
         num_labels: int | None = None,
@@ -47,13 +84,25 @@ class TextClassificationDataModule(pl.LightningDataModule):
         super().__init__()
         self.tokenizer_name = tokenizer
         self.paths = {"train": train_path, "val": val_path, "test": test_path}
-        self.text_column, self.label_column, self.label_delimiter = text_column, label_column, label_delimiter
-        self.max_length, self.num_workers = max_length, num_workers
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.task_options = {"kind": kind, "labels": None if labels is None else list(labels),
+        label_columns = tuple(label_columns) if label_columns else None
+        self.columns = {
+            split: Columns(text=override_text or text_column, label=override_label or label_column,
+                           text_pair=text_pair_column, label_columns=label_columns)
+            for split, override_text, override_label in [("train", None, None),
+                                                         ("val", val_text_column, val_label_column),
+                                                         ("test", test_text_column, test_label_column)]
+        }
+        self.header, self.label_delimiter, self.labels_file = header, label_delimiter, labels_file
+        self.hub_dataset, self.hub_config = hub_dataset, hub_config
+        self.on_bad_row, self.val_fraction, self.max_train_rows = on_bad_row, val_fraction, max_train_rows
+        self.max_length, self.batch_size = max_length, batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.group_by_length, self.num_workers, self.pin_memory = group_by_length, num_workers, pin_memory
+        self.seed, self.cache_dir, self.report_dir = seed, cache_dir, report_dir
+        self.task_options = {"kind": kind, "labels": None if labels is None else [str(n) for n in labels],
                              "num_labels": num_labels}
         self.label_space: LabelSpace | None = None
-        self.datasets: dict[str, list[dict[str, Any]]] = {}
+        self.datasets: dict[str, Dataset] = {}
 
     # ---- what the model needs to know -----------------------------------------------------------
 
@@ -68,7 +117,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     @property
     def label_counts(self) -> list[int]:
         """Training rows per label (for class_weights=balanced)."""
-        return self._space().counts([row["label_ids"] for row in self.datasets["train"]])
+        return self._space().counts(self.datasets["train"]["label_ids"])
 
     @property
     def num_train_rows(self) -> int:
@@ -86,60 +135,130 @@ class TextClassificationDataModule(pl.LightningDataModule):
         if self.label_space is not None:  # Lightning calls setup per stage; the data is read once
             return
         if not self.paths["train"]:
-            raise HeadfitConfigError("no training file given", where="data.train_path",
-                                     fix="set data.train_path=path/to/train.csv (CSV, TSV or JSONL with a header)")
+            raise HeadfitConfigError("no training data given", where="data.train_path",
+                                     fix="set data.train_path=path/to/train.csv (CSV, TSV, JSONL, Parquet, or a "
+                                         "save_to_disk folder)")
         self.tokenizer = load_tokenizer(self.tokenizer_name)
         self.collator = DataCollatorWithPadding(self.tokenizer)
-        tables = {split: read_table(path, f"data.{split}_path") for split, path in self.paths.items() if path}
-        train = tables["train"]
-        values = train.column(self.label_column, "data.label_column")
-        self.label_space = LabelSpace.infer(values, lambda i: train.where(i, self.label_column),
-                                            delimiter=self.label_delimiter, **self.task_options)
-        for split, table in tables.items():
-            self.datasets[split] = self._encode(split, table)
+        sources = {split: load_source(path, f"data.{split}_path", self.columns[split], header=self.header,
+                                      cache_dir=self.cache_dir, hub_dataset=self.hub_dataset,
+                                      hub_config=self.hub_config)
+                   for split, path in self.paths.items() if path}
+        tokens = {split: tokenize(source.data, self.tokenizer, self.max_length, self.cache_dir, split)
+                  for split, source in sources.items()}
+        self.label_space = self._infer_labels(sources["train"], tokens["train"])
+        for split, source in sources.items():
+            self.datasets[split] = check_rows(tokens[split], source, self.label_space, split, self.on_bad_row,
+                                              self.report_dir)
+        if "val" not in sources:
+            self._split_validation()
+        if self.max_train_rows and self.max_train_rows < len(self.datasets["train"]):
+            keep = random_subset(len(self.datasets["train"]), self.max_train_rows, self.seed)
+            self.datasets["train"] = self.datasets["train"].select(keep)
+            log.info("train: using a random %d of the rows (data.max_train_rows, seed %d)", len(keep), self.seed)
+        self._report(sources)
 
-    def _encode(self, split: str, table: Table) -> list[dict[str, Any]]:
-        texts = table.column(self.text_column, "data.text_column")
-        values = table.column(self.label_column, "data.label_column")
-        label_ids = []
-        for i, (text, value) in enumerate(zip(texts, values)):
-            if not isinstance(text, str) or not text.strip():
-                raise HeadfitDataError(f"the text is empty ({text!r})", where=table.where(i, self.text_column),
-                                       fix="remove the row or give it text")
-            try:
-                label_ids.append(self.label_space.ids(value))
-            except LabelError as error:
-                unseen = " (it never occurs in the training data)" if split != "train" and "not one of" in str(error) \
-                    else ""
-                raise HeadfitDataError(f"{error}{unseen}", where=table.where(i, self.label_column),
-                                       fix="fix the row, or list every label in task.labels") from None
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        lengths = [len(ids) for ids in encoded["input_ids"]]
-        truncated = sum(n >= self.max_length for n in lengths)
-        log.info("%s: %d rows from %s; %d tokens on average, %d truncated to data.max_length=%d",
-                 split, len(texts), table.path, sum(lengths) // max(1, len(lengths)), truncated, self.max_length)
-        return [{**{key: column[i] for key, column in encoded.items()}, "label_ids": label_ids[i]}
-                for i in range(len(texts))]
+    def _infer_labels(self, source: Source, train: Dataset) -> LabelSpace:
+        readable = [(line, label) for line, label, problem in zip(train["line"], train["label"], train["problem"])
+                    if not problem]
+        return LabelSpace.infer(
+            [json.loads(label) for _, label in readable], lambda i: source.where(readable[i][0], "label"),
+            delimiter=self.label_delimiter, skip_unreadable=self.on_bad_row == "skip",
+            **{**self.task_options, "labels": self._given_labels(source)},
+        )
+
+    def _given_labels(self, source: Source) -> list[str] | None:
+        """Label names from task.labels, data.labels_file, or the source itself (ClassLabel, label_columns)."""
+        given = self.task_options["labels"]
+        if self.labels_file:
+            path = Path(self.labels_file).expanduser()
+            if not path.is_file():
+                raise HeadfitConfigError(f"no such file: {path}", where="data.labels_file",
+                                         fix="give a file with one label name per line, in id order")
+            from_file = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            if given is not None and given != from_file:
+                raise HeadfitConfigError(f"task.labels {given} and data.labels_file {from_file} disagree",
+                                         where="task.labels, data.labels_file", fix="give only one of them")
+            given = from_file
+        return given if given is not None else source.label_names
+
+    def _split_validation(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise HeadfitConfigError(f"no validation data, and data.val_fraction={self.val_fraction} cannot split "
+                                     "some off", where="data.val_path, data.val_fraction",
+                                     fix="set data.val_path, or data.val_fraction to a share such as 0.1")
+        train = self.datasets["train"]
+        keep, held_out = stratified_split(train["label_ids"], self.val_fraction, self.seed)
+        self.datasets["train"], self.datasets["val"] = train.select(keep), train.select(held_out)
+        log.info("val: %d rows split from train (data.val_fraction=%s, stratified, seed %d)",
+                 len(held_out), self.val_fraction, self.seed)
+
+    def _report(self, sources: dict[str, Source]) -> None:
+        rng = random.Random(self.seed)
+        for split, data in self.datasets.items():
+            sample = rng.sample(range(len(data)), min(len(data), 1000))
+            report_lengths(np.asarray(data["length"]), split, self.max_length,
+                           data.select(sample)["text"] if sample else [], self.tokenizer)
+        train_texts = {text.strip().lower() for text in self.datasets["train"]["text"]}
+        for split in ("val", "test"):
+            if split in self.datasets:
+                repeated = sum(text.strip().lower() in train_texts for text in self.datasets[split]["text"])
+                if repeated:
+                    log.warning("%s: %d of %d rows have a text that also occurs in train (duplicates inflate "
+                                "%s metrics)", split, repeated, len(self.datasets[split]), split)
 
     # ---- batches --------------------------------------------------------------------------------
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Pad to the longest row of the batch (not to max_length) and attach the labels."""
-        batch = self.collator([{k: v for k, v in row.items() if k != "label_ids"} for row in rows])
+        """Pad to the longest row of the batch (not to max_length) and attach labels and row indices."""
+        batch = self.collator([{key: row[key] for key in MODEL_COLUMNS if key in row} for row in rows])
         batch["labels"] = self.label_space.batch([row["label_ids"] for row in rows])
+        batch["index"] = torch.tensor([row["index"] for row in rows])
         return dict(batch)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader:
         self._space()
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=self.collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        data = self.datasets[split]
+        batch_size = self.batch_size if train else self.eval_batch_size
+        trainer = self.trainer
+        sampler = LengthGroupedSampler(
+            data["length"] if (self.group_by_length or not train) else [0] * len(data), batch_size,
+            shuffle=train, seed=self.seed, num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0)
+        accelerated = trainer is not None and trainer.accelerator.__class__.__name__ != "CPUAccelerator"
+        workers = self.num_workers if self.num_workers is not None else (min(4, os.cpu_count() or 1)
+                                                                          if accelerated else 0)
+        return DataLoader(_Rows(data), batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=self.pin_memory if self.pin_memory is not None else accelerated)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False) if "val" in self.paths and self.paths["val"] else []
+        return self._loader("val", train=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False) if self.paths["test"] else []
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test", train=False) if self.paths["test"] else []
+
+    def predict_dataloader(self) -> DataLoader | list:
+        return self.test_dataloader()
+
+
+class _Rows(torch.utils.data.Dataset):
+    """An Arrow split as rows for the DataLoader; fetches a whole batch in one read (`__getitems__`)."""
+
+    COLUMNS = [*MODEL_COLUMNS, "label_ids"]
+
+    def __init__(self, data: Dataset):
+        self.data = data.select_columns([c for c in self.COLUMNS if c in data.column_names])
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        columns = self.data[indices]
+        return [{**{key: values[j] for key, values in columns.items()}, "index": i} for j, i in enumerate(indices)]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]

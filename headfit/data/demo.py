@@ -79,9 +79,8 @@ def write_demo(directory: str | Path, multilabel: bool = False, seed: int = 0) -
     return paths
 
 
-def demo_datamodule(directory: str | Path, multilabel: bool = False, seed: int = 0,
-                    **options: Any) -> TextClassificationDataModule:
+def demo_datamodule(directory: str | Path, multilabel: bool = False, **options: Any) -> TextClassificationDataModule:
     """Write the demo data into `directory` and return a data module over it."""
-    paths = write_demo(directory, multilabel=multilabel, seed=seed)
+    paths = write_demo(directory, multilabel=multilabel)
     return TextClassificationDataModule(train_path=str(paths["train"]), val_path=str(paths["val"]),
                                         test_path=str(paths["test"]), **options)

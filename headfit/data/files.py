@@ -1,92 +1,136 @@
-"""Reading labelled rows from CSV, TSV and JSONL files with a header, keeping each row's line number."""
+"""Reading labelled rows from CSV, TSV and JSONL files, keeping each row's line number.
+
+Files are read as a stream (never whole into memory), with or without a header row, UTF-8 with or without a
+byte-order mark, CRLF or LF, quoted fields with delimiters and newlines inside. Columns are named by header
+name or by 0-based position. Each row comes out in headfit's uniform raw layout:
+
+    {"line": int, "text": str, "text_pair": str | None, "label": JSON of the raw label value, "problem": str}
+
+A row that cannot be read (wrong number of fields, a line that is not JSON) is not raised here: it comes out
+with `problem` set, so the caller applies `data.on_bad_row` to it like to any other bad row.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from headfit.errors import HeadfitConfigError, HeadfitDataError
+from headfit.errors import HeadfitConfigError
 
-FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-
-
-@dataclass
-class Table:
-    """The rows of one file: column values by name, and the line each row starts on."""
-
-    path: Path
-    columns: list[str]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
-
-    def where(self, i: int, column: str | None = None) -> str:
-        return f"{self.path}:{self.lines[i]}" + (f", column {column!r}" if column else "")
-
-    def column(self, name: str, key: str) -> list[Any]:
-        """All values of column `name`; `key` is the config key that named it (for the error)."""
-        if name not in self.columns:
-            raise HeadfitConfigError(
-                f"{self.path} has no column {name!r}; its columns are {self.columns}",
-                where=key, fix=f"set {key} to one of {self.columns}",
-            )
-        return [row.get(name) for row in self.rows]
+DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t"}
+JSONL = {".jsonl", ".ndjson", ".json"}
+Column = str | int
 
 
-def read_table(path: str | Path, key: str) -> Table:
-    """Read a CSV/TSV/JSONL file with a header. `key` is the config key that names the file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise HeadfitConfigError(f"no such file: {path}", where=key, fix="check the path (relative paths start at "
-                                 "the directory you run from)")
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise HeadfitConfigError(f"cannot tell the format of {path} from its suffix {path.suffix!r}", where=key,
-                                 fix=f"use one of {', '.join(FORMATS)}")
+def file_format(path: Path, key: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in DELIMITED or suffix in JSONL or suffix == ".parquet":
+        return suffix
+    raise HeadfitConfigError(f"cannot tell the format of {path} from its suffix {path.suffix!r}", where=key,
+                             fix="use a .csv, .tsv, .jsonl or .parquet file, or a datasets save_to_disk folder")
+
+
+def _open(path: Path):
     # utf-8-sig drops a byte-order mark; newline="" lets csv handle CRLF and newlines inside quotes.
-    with path.open(encoding="utf-8-sig", newline="") as stream:
-        return _read_jsonl(path, stream) if kind == "jsonl" else _read_delimited(path, stream, kind)
+    return path.open(encoding="utf-8-sig", newline="")
 
 
-def _read_delimited(path: Path, stream, delimiter: str) -> Table:
-    reader = csv.reader(stream, delimiter=delimiter)
-    header = next(reader, None)
-    if not header:
-        raise HeadfitDataError(f"{path} is empty", where=str(path), fix="give a header line and labelled rows")
-    table = Table(path, [name.strip() for name in header])
-    line = reader.line_num + 1
-    for fields in reader:
-        if fields:  # blank lines carry no row
-            if len(fields) != len(table.columns):
-                raise HeadfitDataError(
-                    f"this row has {len(fields)} fields but the header has {len(table.columns)} {table.columns}",
-                    where=f"{path}:{line}",
-                    fix="quote fields that contain the delimiter, or fix the row",
-                )
-            table.rows.append(dict(zip(table.columns, fields)))
-            table.lines.append(line)
-        line = reader.line_num + 1
-    return table
+def header_of(path: Path, header: bool) -> list[str] | int:
+    """The column names of a delimited file, or its number of columns when it has no header."""
+    with _open(path) as stream:
+        first = next(csv.reader(stream, delimiter=DELIMITED[path.suffix.lower()]), None)
+    if first is None:
+        return [] if header else 0
+    return [name.strip() for name in first] if header else len(first)
 
 
-def _read_jsonl(path: Path, stream) -> Table:
-    table = Table(path, [])
-    seen: dict[str, None] = {}
-    for number, text in enumerate(stream, start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise HeadfitDataError(f"not a JSON object: {error.msg}", where=f"{path}:{number}",
-                                   fix="write one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise HeadfitDataError(f"expected a JSON object, got {type(row).__name__}", where=f"{path}:{number}",
-                                   fix="write one JSON object per line")
-        seen.update(dict.fromkeys(row))
-        table.rows.append(row)
-        table.lines.append(number)
-    table.columns = list(seen)
-    return table
+def resolve_column(column: Column, header: list[str] | int, path: Path, key: str) -> int:
+    """A column by name or 0-based position -> its position; a clear error when it is not there."""
+    if isinstance(header, int):  # no header row: positions only
+        if isinstance(column, int) or str(column).isdigit():
+            if int(column) < header:
+                return int(column)
+        raise HeadfitConfigError(
+            f"{path} has no header row and {header} columns, so {key} must be a position 0..{header - 1}, "
+            f"got {column!r}", where=key, fix=f"set {key}=<0-based column number>, or data.header=true")
+    if isinstance(column, int) or (str(column).isdigit() and str(column) not in header):
+        if int(column) < len(header):
+            return int(column)
+    elif column in header:
+        return header.index(column)
+    raise HeadfitConfigError(f"{path} has no column {column!r}; its columns are {header}", where=key,
+                             fix=f"set {key} to one of {header} (or a 0-based position)")
+
+
+def read_delimited(path: str, header: bool, text: int, text_pair: int | None, label: int | None,
+                   label_columns: Sequence[int] | None) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV/TSV file in the uniform raw layout (columns given as positions)."""
+    path = Path(path)
+    with _open(path) as stream:
+        reader = csv.reader(stream, delimiter=DELIMITED[path.suffix.lower()])
+        width = None
+        line = 1
+        for fields in reader:
+            if not fields:  # a blank line carries no row
+                line = reader.line_num + 1
+                continue
+            if width is None:
+                width = len(fields)
+                if header:
+                    line = reader.line_num + 1
+                    continue
+            row = {"line": line, "text": "", "text_pair": None, "label": "null", "problem": ""}
+            if len(fields) != width:
+                row["problem"] = (f"unparsable line: {len(fields)} fields where the "
+                                  f"{'header has' if header else 'first row has'} {width}")
+            else:
+                row["text"] = fields[text]
+                row["text_pair"] = None if text_pair is None else fields[text_pair]
+                value = [fields[i] for i in label_columns] if label_columns else fields[label]
+                row["label"] = json.dumps(value)
+            yield row
+            line = reader.line_num + 1
+
+
+def read_jsonl(path: str, text: str, text_pair: str | None, label: str | None,
+               label_columns: Sequence[str] | None) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file (one object per line) in the uniform raw layout (columns given as keys)."""
+    with _open(Path(path)) as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            row = {"line": number, "text": "", "text_pair": None, "label": "null", "problem": ""}
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            except ValueError as error:
+                row["problem"] = f"unparsable line: {getattr(error, 'msg', error)}"
+                yield row
+                continue
+            row["text"] = _text(record.get(text))
+            row["text_pair"] = None if text_pair is None else _text(record.get(text_pair))
+            value = [record.get(c) for c in label_columns] if label_columns else record.get(label)
+            row["label"] = json.dumps(value)
+            yield row
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def jsonl_keys(path: Path, rows: int = 100) -> list[str]:
+    """The keys seen in the first rows of a JSONL file (for checking column names up front)."""
+    keys: dict[str, None] = {}
+    with _open(path) as stream:
+        for _, line in zip(range(rows), stream):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                keys.update(dict.fromkeys(record))
+    return list(keys)
