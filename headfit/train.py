@@ -60,7 +60,7 @@ def train(cfg: DictConfig) -> float | None:
         results["test"] = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0]
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-        log.info("run directory: %s (config.yaml, metrics.json, metrics.csv, checkpoints/)", output_dir)
+        log.info("run directory: %s (config.yaml, metrics.json, logs/metrics.csv, checkpoints/)", output_dir)
     return results["val"].get(cfg.optimized_metric)
 
 

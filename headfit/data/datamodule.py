@@ -144,7 +144,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
                                       cache_dir=self.cache_dir, hub_dataset=self.hub_dataset,
                                       hub_config=self.hub_config)
                    for split, path in self.paths.items() if path}
-        tokens = {split: tokenize(source.data, self.tokenizer, self.max_length, self.cache_dir, split)
+        tokens = {split: tokenize(source.data, source.fingerprint, self.tokenizer, self.max_length, self.cache_dir, split)
                   for split, source in sources.items()}
         self.label_space = self._infer_labels(sources["train"], tokens["train"])
         for split, source in sources.items():
@@ -198,7 +198,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         for split, data in self.datasets.items():
             sample = rng.sample(range(len(data)), min(len(data), 1000))
             report_lengths(np.asarray(data["length"]), split, self.max_length,
-                           data.select(sample)["text"] if sample else [], self.tokenizer)
+                           list(data.select(sample)["text"]) if sample else [], self.tokenizer)
         train_texts = {text.strip().lower() for text in self.datasets["train"]["text"]}
         for split in ("val", "test"):
             if split in self.datasets:

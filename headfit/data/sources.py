@@ -45,6 +45,10 @@ class Source:
     name: str
     line_is_file_line: bool  # text files: `line` is the line in the file; others: the 0-based row number
     label_names: list[str] | None = None  # from a ClassLabel feature or the label column names, if any
+    fingerprint: str = ""  # identifies the content read: the cache key of everything derived from it
+
+    def __post_init__(self):
+        self.fingerprint = self.fingerprint or self.data._fingerprint
 
     def where(self, line: int, column: str | None = None) -> str:
         place = f"{self.name}:{line}" if self.line_is_file_line else f"{self.name}, row {line}"
@@ -87,7 +91,9 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
                     for column, name in _named(columns).items() if column != "label_columns"}
         label_columns = None
         if columns.label_columns:
-            label_columns = [files.resolve_column(c, head, path, "data.label_columns") for c in columns.label_columns]
+            # a tuple, not a list: from_generator would shard a list-valued argument across processes
+            label_columns = tuple(files.resolve_column(c, head, path, "data.label_columns")
+                                  for c in columns.label_columns)
         reader, kwargs = files.read_delimited, {"header": header, "text": position["text_column"],
                                                 "text_pair": position.get("text_pair_column"),
                                                 "label": position.get("label_column"), "label_columns": label_columns}
@@ -95,7 +101,7 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
     data = Dataset.from_generator(_rows, features=RAW_FEATURES, cache_dir=cache_dir,
                                   gen_kwargs={"reader": reader, "path": str(path), "stamp": stamp, **kwargs},
                                   fingerprint=stamp)
-    return Source(data, str(path), line_is_file_line=True, label_names=label_names)
+    return Source(data, str(path), line_is_file_line=True, label_names=label_names, fingerprint=stamp)
 
 
 def _rows(reader: Callable, path: str, stamp: str, **kwargs: Any):

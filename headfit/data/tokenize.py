@@ -24,10 +24,13 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{definition}".encode()).hexdigest()[:16]
 
 
-def tokenize(data: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, cache_dir: str | Path,
-             split: str) -> Dataset:
-    """Add input_ids, attention_mask (token_type_ids) and length columns to the raw split."""
-    key = hashlib.sha256(f"{data._fingerprint}|{tokenizer_fingerprint(tokenizer)}|{max_length}".encode()).hexdigest()
+def tokenize(data: Dataset, fingerprint: str, tokenizer: PreTrainedTokenizerBase, max_length: int,
+             cache_dir: str | Path, split: str) -> Dataset:
+    """Add input_ids, attention_mask (token_type_ids) and length columns to the raw split.
+
+    `fingerprint` identifies the raw split's content (sources.Source.fingerprint).
+    """
+    key = hashlib.sha256(f"{fingerprint}|{tokenizer_fingerprint(tokenizer)}|{max_length}".encode()).hexdigest()
     path = Path(cache_dir).expanduser() / "tokens" / f"{key[:24]}.arrow"
     hit = path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,7 @@ def report_lengths(lengths: np.ndarray, split: str, max_length: int, texts: list
     log.info("%s: tokens per row p50 %d, p90 %d, p99 %d, max %d; %.1f%% of rows cut at data.max_length=%d",
              split, p50, p90, p99, lengths.max(), 100 * truncated, max_length)
     if truncated > 0.02 and texts:
-        full = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]])
+        full = np.array([len(ids) for ids in tokenizer(list(texts))["input_ids"]])
         suggestion = min(int(np.ceil(np.percentile(full, 99) / 32) * 32), tokenizer.model_max_length, 4096)
         log.warning("%s: %.1f%% of rows are truncated; 99%% of a sample fit in %d tokens: consider "
                     "data.max_length=%d (batches are padded to their longest row, so short rows cost nothing)",

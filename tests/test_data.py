@@ -1,0 +1,254 @@
+"""Data loading: sources and layouts, bad rows, splits, length-grouped batches, the token cache."""
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from datasets import Dataset
+
+from headfit import ClassifierModule, HeadfitConfigError, HeadfitDataError, TextClassificationDataModule
+from headfit.data.sampler import LengthGroupedSampler
+from headfit.predict import in_input_order
+
+from conftest import write_rows
+
+TEXTS = ["the movie was good", "an awful plot", "this film is great", "bad", "a fine film that was very good",
+         "not good", "it was great", "the plot was awful and bad", "good", "a bad film"]
+SENTIMENT = ["pos", "neg", "pos", "neg", "pos", "neg", "pos", "neg", "pos", "neg"]
+
+
+def make(tmp_path, tiny_encoder, train, val=None, test=None, **options):
+    dm = TextClassificationDataModule(tokenizer=tiny_encoder, train_path=str(train), val_path=val and str(val),
+                                      test_path=test and str(test), batch_size=4, cache_dir=str(tmp_path / "cache"),
+                                      report_dir=str(tmp_path / "run"), **options)
+    dm.setup("fit")
+    return dm
+
+
+def texts_of(dm, split):
+    return dm.datasets[split]["text"]
+
+
+def test_csv_with_bom_crlf_and_quoted_newlines_keeps_line_numbers(tmp_path, tiny_encoder):
+    path = tmp_path / "train.csv"
+    content = 'text,label\r\n"good, very good",pos\r\n"a film\r\nthat was bad",neg\r\n,pos\r\nfine,pos\r\nbad,neg\r\n'
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode())
+    with pytest.raises(HeadfitDataError) as error:
+        make(tmp_path, tiny_encoder, path, path)
+    assert error.value.where == f"{path}:5, column 'text'"  # the empty text, after a 2-line quoted field
+    dm = make(tmp_path, tiny_encoder, path, path, on_bad_row="skip")
+    assert texts_of(dm, "train")[:2] == ["good, very good", "a film\r\nthat was bad"]
+
+
+def test_no_header_columns_by_position_tsv(tmp_path, tiny_encoder):
+    path = tmp_path / "train.tsv"
+    path.write_text("".join(f"{text}\t{label}\tid{i}\n" for i, (text, label) in enumerate(zip(TEXTS, SENTIMENT))))
+    dm = make(tmp_path, tiny_encoder, path, path, header=False, text_column=0, label_column=1)
+    assert dm.labels == ["neg", "pos"] and len(dm.datasets["train"]) == 10
+    with pytest.raises(HeadfitConfigError, match="must be a position 0..2") as error:
+        make(tmp_path, tiny_encoder, path, path, header=False, text_column="text", label_column=1)
+    assert error.value.where == "data.text_column"
+
+
+def test_parquet_and_save_to_disk_folder(tmp_path, tiny_encoder):
+    data = Dataset.from_dict({"sentence": TEXTS, "tags": [[i % 3] if i % 4 else [0, 2] for i in range(10)]})
+    data.to_parquet(str(tmp_path / "train.parquet"))
+    data.save_to_disk(str(tmp_path / "saved"))
+    for source in (tmp_path / "train.parquet", tmp_path / "saved"):
+        dm = make(tmp_path, tiny_encoder, source, source, text_column="sentence", label_column="tags")
+        assert dm.kind == "multilabel" and dm.labels == ["0", "1", "2"]
+        assert dm.datasets["train"]["label_ids"][0] == [0, 2]
+
+
+def test_per_split_columns_text_pairs_and_labels_file(tmp_path, tiny_encoder):
+    train = write_rows(tmp_path / "train.tsv", [{"label": i % 2, "sentence": t, "other": "x"}
+                                                for i, t in enumerate(TEXTS)])
+    dev = write_rows(tmp_path / "dev.tsv", [{"label": i % 2, "content": t, "other": "y"}
+                                            for i, t in enumerate(TEXTS[:4])])
+    names = tmp_path / "labels.txt"
+    names.write_text("negative\npositive")
+    dm = make(tmp_path, tiny_encoder, train, dev, text_column="sentence", val_text_column="content",
+              text_pair_column="other", labels_file=str(names))
+    assert dm.labels == ["negative", "positive"]
+    row = dm.datasets["val"][0]
+    assert 1 in row["token_type_ids"]  # the pair was encoded as a second segment
+    assert row["text"] == TEXTS[0]
+
+
+def test_several_label_columns(tmp_path, tiny_encoder):
+    rows = [{"text": t, "joy": int(i % 2 == 0), "anger": int(i % 3 == 0)} for i, t in enumerate(TEXTS)]
+    train = write_rows(tmp_path / "train.csv", rows)
+    dm = make(tmp_path, tiny_encoder, train, train, label_columns=["joy", "anger"])
+    assert dm.kind == "multilabel" and dm.labels == ["joy", "anger"]
+    assert dm.datasets["train"]["label_ids"][:2] == [[0, 1], []]
+
+
+BAD_ROWS = {
+    "empty text": ({"text": "   ", "label": "pos"}, "the text is empty", "'text'"),
+    "missing label": ({"text": "fine", "label": ""}, "the label is missing", "'label'"),
+    "unknown label": ({"text": "fine", "label": "meh"}, "'meh' is not one of the 2 labels", "'label'"),
+    "unreadable label": ({"text": "fine", "label": "[1,"}, "does not parse", "'label'"),
+}
+
+
+@pytest.mark.parametrize("reason", list(BAD_ROWS))
+def test_each_bad_row_names_file_line_column_and_fix(reason, tmp_path, tiny_encoder):
+    bad, message, column = BAD_ROWS[reason]
+    good = [{"text": t, "label": s} for t, s in zip(TEXTS, SENTIMENT)]
+    train = write_rows(tmp_path / "train.csv", good)
+    val = write_rows(tmp_path / "val.csv", [*good[:3], bad, *good[3:5]])
+    with pytest.raises(HeadfitDataError) as error:
+        make(tmp_path, tiny_encoder, train, val)
+    assert message in error.value.problem
+    assert error.value.where == f"{val}:5, column {column}"
+    assert "data.on_bad_row=skip" in error.value.fix
+
+
+def test_unseen_label_in_validation_says_so(tmp_path, tiny_encoder):
+    train = write_rows(tmp_path / "train.csv", [{"text": t, "label": s} for t, s in zip(TEXTS, SENTIMENT)])
+    val = write_rows(tmp_path / "val.csv", [{"text": "fine", "label": "neutral"}])
+    with pytest.raises(HeadfitDataError, match="never occurs in the training data"):
+        make(tmp_path, tiny_encoder, train, val)
+
+
+def test_unparsable_lines(tmp_path, tiny_encoder):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("text,label\ngood,pos\nbad,neg,extra\nfine,pos\nawful,neg\n")
+    with pytest.raises(HeadfitDataError, match="3 fields where the header has 2") as error:
+        make(tmp_path, tiny_encoder, csv_path, csv_path)
+    assert error.value.where == f"{csv_path}:3"
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": \n{"text": "x", "label": "neg"}\n')
+    with pytest.raises(HeadfitDataError, match="unparsable|Expecting") as error:
+        make(tmp_path, tiny_encoder, jsonl, jsonl)
+    assert error.value.where == f"{jsonl}:2"
+
+
+def test_skip_counts_reports_and_writes_the_skipped_rows(tmp_path, tiny_encoder, caplog):
+    rows = [{"text": t, "label": s} for t, s in zip(TEXTS, SENTIMENT)]
+    rows[2] = {"text": "", "label": "pos"}
+    rows[5] = {"text": "fine", "label": ""}
+    rows[7] = {"text": "   ", "label": "neg"}
+    train = write_rows(tmp_path / "train.csv", rows)
+    caplog.set_level("INFO")
+    dm = make(tmp_path, tiny_encoder, train, train, on_bad_row="skip")
+    assert len(dm.datasets["train"]) == 7
+    assert "train: 10 rows read = 7 used + 3 skipped (empty text: 2, missing label: 1)" in caplog.text
+    skipped = [json.loads(line) for line in (tmp_path / "run" / "skipped_rows.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["where"], r["reason"]) for r in skipped if r["split"] == "train"] == [
+        ("train", f"{train}:4", "empty text"), ("train", f"{train}:7", "missing label"),
+        ("train", f"{train}:9", "empty text")]
+
+
+def test_duplicates_across_train_and_test_are_counted(tmp_path, tiny_encoder, caplog):
+    rows = [{"text": t, "label": s} for t, s in zip(TEXTS, SENTIMENT)]
+    train = write_rows(tmp_path / "train.csv", rows)
+    test = write_rows(tmp_path / "test.csv", [*rows[:3], {"text": "something new", "label": "pos"}])
+    caplog.set_level("INFO")
+    make(tmp_path, tiny_encoder, train, train, test)
+    assert "test: 3 of 4 rows have a text that also occurs in train" in caplog.text
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path, tiny_encoder):
+    rows = [{"text": f"{t} {i}", "label": "a" if i < 30 else "b" if i < 45 else "c"}
+            for i, t in enumerate(TEXTS * 5)]
+    train = write_rows(tmp_path / "train.csv", rows)
+    dm = make(tmp_path, tiny_encoder, train, val_fraction=0.2, seed=3)
+    val = dm.datasets["val"]["label_ids"]
+    assert sorted(ids[0] for ids in val) == [0] * 6 + [1] * 3 + [2]
+    assert not set(texts_of(dm, "val")) & set(texts_of(dm, "train"))
+    assert texts_of(make(tmp_path, tiny_encoder, train, val_fraction=0.2, seed=3), "val") == texts_of(dm, "val")
+    assert texts_of(make(tmp_path, tiny_encoder, train, val_fraction=0.2, seed=4), "val") != texts_of(dm, "val")
+
+
+def test_max_train_rows_is_a_seeded_subset(tmp_path, tiny_encoder):
+    train = write_rows(tmp_path / "train.csv", [{"text": f"{t} {i}", "label": SENTIMENT[i % 10]}
+                                                for i, t in enumerate(TEXTS * 3)])
+    first = texts_of(make(tmp_path, tiny_encoder, train, train, max_train_rows=7, seed=1), "train")
+    again = texts_of(make(tmp_path, tiny_encoder, train, train, max_train_rows=7, seed=1), "train")
+    assert len(first) == 7 and first == again
+
+
+def test_second_setup_loads_cached_token_ids(tmp_path, tiny_encoder, caplog):
+    train = write_rows(tmp_path / "train.csv", [{"text": t, "label": s} for t, s in zip(TEXTS, SENTIMENT)])
+    caplog.set_level("INFO", logger="headfit.data.tokenize")
+    make(tmp_path, tiny_encoder, train, train)
+    assert "tokenised and cached" in caplog.text and "loaded cached" not in caplog.text
+    caplog.clear()
+    make(tmp_path, tiny_encoder, train, train)
+    assert "loaded cached" in caplog.text and "tokenised and cached" not in caplog.text
+    caplog.clear()
+    make(tmp_path, tiny_encoder, train, train, max_length=8)  # another max_length: another cache entry
+    assert "tokenised and cached" in caplog.text
+
+
+def test_changed_file_is_read_again(tmp_path, tiny_encoder):
+    rows = [{"text": t, "label": s} for t, s in zip(TEXTS, SENTIMENT)]
+    train = write_rows(tmp_path / "train.csv", rows)
+    make(tmp_path, tiny_encoder, train, train)
+    write_rows(train, rows[:6])
+    assert len(make(tmp_path, tiny_encoder, train, train).datasets["train"]) == 6
+
+
+def batches(sampler, batch_size):
+    order = list(sampler)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def test_sampler_is_seeded_per_epoch_and_groups_lengths():
+    lengths = torch.randint(3, 60, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+    sampler = LengthGroupedSampler(lengths, 32, seed=7)
+    first = list(sampler)
+    assert first == list(LengthGroupedSampler(lengths, 32, seed=7))
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    assert sorted(first) == list(range(1000))
+
+    def efficiency(order):
+        real = padded = 0
+        for batch in (order[i:i + 32] for i in range(0, len(order), 32)):
+            real += sum(lengths[i] for i in batch)
+            padded += max(lengths[i] for i in batch) * len(batch)
+        return real / padded
+
+    assert efficiency(first) > 0.95
+    assert efficiency(torch.randperm(1000).tolist()) < 0.75
+
+
+@pytest.mark.parametrize("rows", [1000, 1001, 64, 66])
+def test_sampler_under_ddp_gives_each_rank_distinct_rows_and_the_same_number_of_batches(rows):
+    lengths = torch.randint(3, 60, (rows,), generator=torch.Generator().manual_seed(1)).tolist()
+    ranks = [LengthGroupedSampler(lengths, 32, seed=0, num_replicas=2, rank=r) for r in range(2)]
+    for shuffle in (True, False):
+        for sampler in ranks:
+            sampler.shuffle = shuffle
+        orders = [list(s) for s in ranks]
+        assert [len(o) for o in orders] == [len(s) for s in ranks]
+        assert len(batches(ranks[0], 32)) == len(batches(ranks[1], 32))
+        assert sorted(orders[0] + orders[1]) == list(range(rows))  # none lost, none twice
+
+
+def test_sampler_repeats_a_row_only_when_the_last_batch_cannot_reach_every_rank():
+    ranks = [LengthGroupedSampler(list(range(65)), 32, num_replicas=2, rank=r) for r in range(2)]
+    orders = [list(s) for s in ranks]
+    assert len(orders[0]) == len(orders[1]) == 33  # 32 + 1 each: the 65th row's batch is shared by both ranks
+    assert set(orders[0] + orders[1]) == set(range(65))
+
+
+def test_predictions_come_back_in_input_order(tmp_path, tiny_encoder):
+    rows = [{"text": t, "label": s} for t, s in zip(TEXTS, SENTIMENT)]
+    train = write_rows(tmp_path / "train.csv", rows)
+    dm = make(tmp_path, tiny_encoder, train, train, train)
+    module = ClassifierModule(encoder=tiny_encoder, labels=dm.labels, kind=dm.kind).eval()
+    sorted_batches = pl.Trainer(logger=False, enable_progress_bar=False).predict(module, dm.predict_dataloader())
+    assert torch.cat([b["index"] for b in sorted_batches]).tolist() != list(range(10))  # sorted by length
+    merged = in_input_order(sorted_batches)
+    expected = []
+    with torch.no_grad():
+        for i in range(10):  # one row at a time, in file order
+            batch = dm.collate([{**dm.datasets["test"][i], "index": i}])
+            logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            expected.append(module.task.probabilities(logits))
+    assert torch.allclose(merged["probabilities"], torch.cat(expected), atol=1e-5)
+    assert merged["labels"] == module.task.names(module.task.predict(torch.cat(expected)))
