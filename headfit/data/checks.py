@@ -15,7 +15,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from headfit.data.sources import Source
+from headfit.data.sources import Source, column, select
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.labels import LabelError, LabelSpace
 
@@ -39,12 +39,12 @@ def check_rows(tokenized: Dataset, source: Source, space: LabelSpace, split: str
                                  fix="use error (stop at the first bad row) or skip (skip, count and report them)")
     checked = tokenized.map(_label_ids, batched=True, fn_kwargs={"space": space, "split": split},
                             desc=f"checking {split} labels")
-    problems = checked["problem"]
+    problems = column(checked, "problem")
     bad = [i for i, problem in enumerate(problems) if problem]
     if bad and policy == "error":
         reason, message = problems[bad[0]].split(": ", 1)
-        column = "text" if reason == "empty text" else None if reason == "unparsable line" else "label"
-        raise HeadfitDataError(message, where=source.where(checked[bad[0]]["line"], column),
+        bad_column = "text" if reason == "empty text" else None if reason == "unparsable line" else "label"
+        raise HeadfitDataError(message, where=source.where(checked[bad[0]]["line"], bad_column),
                                fix=f"{FIXES[reason]}; or set data.on_bad_row=skip to skip, count and report bad rows")
     reasons = Counter(problems[i].split(": ", 1)[0] for i in bad)
     log.info("%s: %d rows read = %d used + %d skipped%s", split, len(checked), len(checked) - len(bad), len(bad),
@@ -62,7 +62,7 @@ def check_rows(tokenized: Dataset, source: Source, space: LabelSpace, split: str
                                         ensure_ascii=False) + "\n")
         log.warning("%s: skipped %d bad rows; each is listed with its reason in %s", split, len(bad), path)
     skipped = set(bad)
-    return checked.select([i for i in range(len(checked)) if i not in skipped])
+    return select(checked, [i for i in range(len(checked)) if i not in skipped])
 
 
 def _label_ids(batch: dict[str, list], space: LabelSpace, split: str) -> dict[str, list]:

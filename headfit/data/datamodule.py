@@ -31,7 +31,7 @@ from transformers import DataCollatorWithPadding
 
 from headfit.data.checks import check_rows
 from headfit.data.sampler import LengthGroupedSampler
-from headfit.data.sources import Columns, Source, load_source
+from headfit.data.sources import Columns, Source, column, load_source, select
 from headfit.data.split import random_subset, stratified_split
 from headfit.data.tokenize import report_lengths, tokenize
 from headfit.encoder import load_tokenizer
@@ -117,7 +117,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     @property
     def label_counts(self) -> list[int]:
         """Training rows per label (for class_weights=balanced)."""
-        return self._space().counts(self.datasets["train"]["label_ids"])
+        return self._space().counts(column(self.datasets["train"], "label_ids"))
 
     @property
     def num_train_rows(self) -> int:
@@ -154,13 +154,13 @@ class TextClassificationDataModule(pl.LightningDataModule):
             self._split_validation()
         if self.max_train_rows and self.max_train_rows < len(self.datasets["train"]):
             keep = random_subset(len(self.datasets["train"]), self.max_train_rows, self.seed)
-            self.datasets["train"] = self.datasets["train"].select(keep)
+            self.datasets["train"] = select(self.datasets["train"], keep)
             log.info("train: using a random %d of the rows (data.max_train_rows, seed %d)", len(keep), self.seed)
         self._report(sources)
 
     def _infer_labels(self, source: Source, train: Dataset) -> LabelSpace:
-        readable = [(line, label) for line, label, problem in zip(train["line"], train["label"], train["problem"])
-                    if not problem]
+        readable = [(line, label) for line, label, problem in
+                    zip(column(train, "line"), column(train, "label"), column(train, "problem")) if not problem]
         return LabelSpace.infer(
             [json.loads(label) for _, label in readable], lambda i: source.where(readable[i][0], "label"),
             delimiter=self.label_delimiter, skip_unreadable=self.on_bad_row == "skip",
@@ -188,8 +188,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
                                      "some off", where="data.val_path, data.val_fraction",
                                      fix="set data.val_path, or data.val_fraction to a share such as 0.1")
         train = self.datasets["train"]
-        keep, held_out = stratified_split(train["label_ids"], self.val_fraction, self.seed)
-        self.datasets["train"], self.datasets["val"] = train.select(keep), train.select(held_out)
+        keep, held_out = stratified_split(column(train, "label_ids"), self.val_fraction, self.seed)
+        self.datasets["train"], self.datasets["val"] = select(train, keep), select(train, held_out)
         log.info("val: %d rows split from train (data.val_fraction=%s, stratified, seed %d)",
                  len(held_out), self.val_fraction, self.seed)
 
@@ -197,12 +197,12 @@ class TextClassificationDataModule(pl.LightningDataModule):
         rng = random.Random(self.seed)
         for split, data in self.datasets.items():
             sample = rng.sample(range(len(data)), min(len(data), 1000))
-            report_lengths(np.asarray(data["length"]), split, self.max_length,
-                           list(data.select(sample)["text"]) if sample else [], self.tokenizer)
-        train_texts = {text.strip().lower() for text in self.datasets["train"]["text"]}
+            report_lengths(np.asarray(column(data, "length")), split, self.max_length,
+                           column(data.select(sample), "text") if sample else [], self.tokenizer)
+        train_texts = {text.strip().lower() for text in column(self.datasets["train"], "text")}
         for split in ("val", "test"):
             if split in self.datasets:
-                repeated = sum(text.strip().lower() in train_texts for text in self.datasets[split]["text"])
+                repeated = sum(text.strip().lower() in train_texts for text in column(self.datasets[split], "text"))
                 if repeated:
                     log.warning("%s: %d of %d rows have a text that also occurs in train (duplicates inflate "
                                 "%s metrics)", split, repeated, len(self.datasets[split]), split)
@@ -222,7 +222,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         batch_size = self.batch_size if train else self.eval_batch_size
         trainer = self.trainer
         sampler = LengthGroupedSampler(
-            data["length"] if (self.group_by_length or not train) else [0] * len(data), batch_size,
+            column(data, "length") if (self.group_by_length or not train) else [0] * len(data), batch_size,
             shuffle=train, seed=self.seed, num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0)
         accelerated = trainer is not None and trainer.accelerator.__class__.__name__ != "CPUAccelerator"

@@ -165,3 +165,14 @@ def _uniform(batch: dict[str, list], indices: list[int], text: str, pair: str | 
             "text_pair": [None] * len(indices) if pair is None else ["" if t is None else str(t) for t in batch[pair]],
             "label": [json.dumps(list(v) if isinstance(v, tuple) else v) for v in values],
             "problem": [""] * len(indices)}
+
+
+def column(data: Dataset, name: str) -> list:
+    """All values of one column as a list. (Iterating `data[name]` reads row by row: seconds per 100k rows.)"""
+    return data.select_columns([name]).to_dict()[name]
+
+
+def select(data: Dataset, rows: list[int]) -> Dataset:
+    """The given rows, written out contiguously (cached), so later reads need no index indirection."""
+    return data.select(rows).flatten_indices()
+
