@@ -81,6 +81,8 @@ def _atom(value: Any) -> Atom:
         number = float(text)
     except ValueError:
         return text
+    if math.isnan(number):  # "nan", "NaN": how pandas and numpy write a missing value
+        raise LabelError(f"the label is missing ({text!r})", "missing label")
     return _atom(number) if math.isfinite(number) else text
 
 

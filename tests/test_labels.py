@@ -82,7 +82,7 @@ def test_index_outside_given_labels_is_an_error():
 
 
 def test_missing_and_non_integral_labels_are_errors_with_the_row():
-    for values in (["a", None], ["a", ""], [1.0, float("nan")], [0.0, 0.5]):
+    for values in (["a", None], ["a", ""], [1.0, float("nan")], ["a", "NaN"], [0.0, 0.5]):
         with pytest.raises(HeadfitDataError) as error:
             infer(values)
         assert error.value.where == "train.csv:3"
