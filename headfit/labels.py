@@ -62,6 +62,8 @@ def parse(value: Any, delimiter: str | None) -> tuple[list[Atom], bool]:
 
 
 def _atom(value: Any) -> Atom:
+    if value is None:
+        raise LabelError("a label in this row is missing (null)", "missing label")
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Integral):

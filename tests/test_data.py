@@ -252,3 +252,20 @@ def test_predictions_come_back_in_input_order(tmp_path, tiny_encoder):
             expected.append(module.task.probabilities(logits))
     assert torch.allclose(merged["probabilities"], torch.cat(expected), atol=1e-5)
     assert merged["labels"] == module.task.names(module.task.predict(torch.cat(expected)))
+
+
+def test_hub_dataset_offline_fails_in_words(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(HeadfitConfigError) as error:
+        make(tmp_path, tiny_encoder, "train", "validation", hub_dataset="no-such-user/no-such-dataset")
+    assert "data.hub_dataset" in error.value.where and "save_to_disk" in error.value.fix
+
+
+def test_a_row_missing_one_of_several_label_columns(tmp_path, tiny_encoder):
+    rows = [{"text": t, "joy": i % 2, "anger": 1 - i % 2} for i, t in enumerate(TEXTS)]
+    del rows[3]["anger"]
+    train = write_rows(tmp_path / "train.jsonl", rows)
+    with pytest.raises(HeadfitDataError) as error:
+        make(tmp_path, tiny_encoder, train, train, label_columns=["joy", "anger"])
+    assert error.value.where == f"{train}:4, column 'label'"
