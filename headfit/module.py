@@ -11,6 +11,7 @@ checkpoint's weights fill it in.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,12 +21,16 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
+from torchmetrics import CatMetric
 from transformers import get_linear_schedule_with_warmup
 
+from headfit.decision import calibration_error, fit_temperature, positive_scores, tune_thresholds
 from headfit.encoder import load_encoder
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.heads import Head
 from headfit.task import Task
+
+log = logging.getLogger(__name__)
 
 # The labels are checked in on_before_batch_transfer on purpose; Lightning warns whenever a module overrides it.
 warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
@@ -43,17 +48,24 @@ class ClassifierModule(pl.LightningModule):
         kind: str,
         head: str | type[Head] | Mapping[str, Any] = "headfit.heads.SoftmaxHead",
         class_weights: str | Sequence[float] | Mapping[str, float] | None = None,
+        focal_gamma: float | None = None,
+        focal_alpha: float | None = None,
+        label_smoothing: float = 0.0,
         label_counts: Sequence[int] | None = None,
         num_train_rows: int | None = None,
+        thresholds: str | float | Sequence[float] | None = None,
+        calibrate: bool = False,
+        min_positives: int = 5,
         lr: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         encoder_config: dict[str, Any] | None = None,
     ):
         super().__init__()
-        head, labels, class_weights = head_config(head), [str(n) for n in labels], _plain(class_weights)
-        self.save_hyperparameters(ignore=["head", "labels", "class_weights"])
-        self.hparams.update(head=head, labels=labels, class_weights=class_weights)
+        head, labels = head_config(head), [str(n) for n in labels]
+        class_weights, thresholds = _plain(class_weights), _plain(thresholds)
+        self.save_hyperparameters(ignore=["head", "labels", "class_weights", "thresholds"])
+        self.hparams.update(head=head, labels=labels, class_weights=class_weights, thresholds=thresholds)
 
         head_class = get_class(head["_target_"])
         self.task = Task(kind, tuple(labels), activation=getattr(head_class, "activation", None))
@@ -65,10 +77,18 @@ class ClassifierModule(pl.LightningModule):
             self.encoder.pooler.requires_grad_(False)  # unused by this head: no optimizer state, no DDP complaint
 
         weights = self.task.resolve_class_weights(class_weights, label_counts, num_train_rows)
-        self.loss_fn = self.task.loss(weights)  # class weights are buffers in here: they move with the module
+        # class weights are buffers in the loss module: they move with the module
+        self.loss_fn = self.task.loss(weights, focal_gamma, focal_alpha, label_smoothing)
         self.train_metrics = self.task.metrics().clone(prefix="train/")
         self.val_metrics = self.task.metrics().clone(prefix="val/")
         self.test_metrics = self.task.metrics().clone(prefix="test/")
+        # Decisions, fitted on validation data after training (headfit/decision.py) and saved as buffers.
+        self.register_buffer("thresholds", initial_thresholds(self.task, thresholds))
+        self.register_buffer("temperature", torch.ones(()))
+        # When set, validation/test logits and targets are gathered from every rank (for tuning and reports).
+        self.collect_outputs = False
+        self.outputs = torch.nn.ModuleDict({f"{stage}_{what}": CatMetric() for stage in ("val", "test")
+                                            for what in ("logits", "targets")})
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **encoder_inputs: Tensor) -> Tensor:
         """Tokenizer output -> logits (batch, task.num_outputs)."""
@@ -95,12 +115,56 @@ class ClassifierModule(pl.LightningModule):
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "test", self.test_metrics)
 
+    # ---- decisions ------------------------------------------------------------------------------
+
+    def collected(self, stage: str) -> tuple[Tensor, Tensor]:
+        """The logits and targets gathered (from every rank) while `collect_outputs` was set; then cleared."""
+        logits, targets = self.outputs[f"{stage}_logits"], self.outputs[f"{stage}_targets"]
+        if not logits.update_called:
+            raise RuntimeError(f"no {stage} outputs were collected: set module.collect_outputs = True first")
+        collected = logits.compute(), targets.compute()
+        logits.reset(), targets.reset()
+        return collected
+
+    def fit_decisions(self, logits: Tensor, targets: Tensor) -> dict[str, Any]:
+        """Fit the temperature (decision.calibrate) and thresholds (decision.thresholds=tuned; the default for
+        multilabel) on validation logits and targets; log and return what changed."""
+        task, summary = self.task, {}
+        if self.hparams.calibrate:
+            before = calibration_error(task, task.probabilities(logits), targets)
+            self.temperature.fill_(fit_temperature(task, logits, targets))
+            after = calibration_error(task, task.probabilities(logits / self.temperature), targets)
+            summary.update(temperature=self.temperature.item(), ece_before=before, ece_after=after)
+            log.info("temperature scaling: T=%.3f; validation ECE %.4f -> %.4f", self.temperature, before, after)
+        wanted = self.hparams.thresholds or ("tuned" if task.kind == "multilabel" else None)
+        if wanted == "tuned" and task.num_thresholds:
+            probabilities = task.probabilities(logits / self.temperature)
+            before = self._macro_f1(probabilities, targets)
+            self.thresholds.copy_(tune_thresholds(*positive_scores(task, probabilities, targets),
+                                                  min_positives=self.hparams.min_positives))
+            after = self._macro_f1(probabilities, targets)
+            summary.update(thresholds=dict(zip(task.labels[-task.num_thresholds:], self.thresholds.tolist())),
+                           macro_f1_at_0_5=before, macro_f1_tuned=after)
+            log.info("thresholds tuned on validation: macro-F1 %.4f at 0.5 -> %.4f tuned (%s)", before, after,
+                     ", ".join(f"{k} {v:.2f}" for k, v in summary["thresholds"].items()))
+        return summary
+
+    def _macro_f1(self, probabilities: Tensor, targets: Tensor) -> float:
+        metrics = self.task.metrics().to(probabilities.device)
+        metrics.update(self.task.predict(probabilities, self.thresholds), targets.long())
+        return float(metrics.compute()["macro_f1"])
+
+    def decide(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits -> (probabilities (B, C), decisions), with the fitted temperature and thresholds."""
+        probabilities = self.task.probabilities(logits / self.temperature)
+        return probabilities, self.task.predict(probabilities, self.thresholds if self.thresholds.numel() else 0.5)
+
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Any]:
         """Per row: the probability of every label (columns in `task.labels` order) and the decided names;
         plus the rows' `index` when the batch has one (headfit's loaders sort rows by length; see
         `headfit.predict.in_input_order`)."""
-        probabilities = self.task.probabilities(self(**_encoder_inputs(batch)))
-        output = {"probabilities": probabilities, "labels": self.task.names(self.task.predict(probabilities))}
+        probabilities, decisions = self.decide(self(**_encoder_inputs(batch)))
+        output = {"probabilities": probabilities, "labels": self.task.names(decisions)}
         if "index" in batch:
             output["index"] = batch["index"]
         return output
@@ -115,7 +179,10 @@ class ClassifierModule(pl.LightningModule):
         logits = self(**_encoder_inputs(batch))
         targets = self.task.targets(batch["labels"], validate=False)  # validated in on_before_batch_transfer
         loss = self.loss_fn(logits, targets)
-        metrics.update(self.task.predict(self.task.probabilities(logits.detach())), targets.long())
+        metrics.update(self.decide(logits.detach())[1], targets.long())
+        if self.collect_outputs and stage != "train":
+            self.outputs[f"{stage}_logits"].update(logits.detach().float())
+            self.outputs[f"{stage}_targets"].update(targets.float())
         size = len(targets)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size,
                  sync_dist=stage != "train")
@@ -133,6 +200,25 @@ class ClassifierModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def initial_thresholds(task: Task, thresholds: str | float | Sequence[float] | None) -> Tensor:
+    """The thresholds buffer before tuning: a number, a list (one per label), or 0.5 ('tuned', None)."""
+    count = task.num_thresholds
+    if thresholds is None or thresholds == "tuned":
+        return torch.full((count,), 0.5)
+    if count == 0:
+        raise HeadfitConfigError(f"a multiclass task decides by argmax and takes no thresholds, got {thresholds!r}",
+                                 where="decision.thresholds", fix="set decision.thresholds=null")
+    if isinstance(thresholds, str):
+        raise HeadfitConfigError(f"unknown thresholds {thresholds!r}", where="decision.thresholds",
+                                 fix="use tuned, a number, or a list with one number per label")
+    values = torch.as_tensor([thresholds] * count if isinstance(thresholds, (int, float)) else thresholds,
+                             dtype=torch.float32).flatten()
+    if values.shape != (count,) or not ((values > 0) & (values < 1)).all():
+        raise HeadfitConfigError(f"thresholds must be {count} number(s) in (0, 1), got {thresholds!r}",
+                                 where="decision.thresholds", fix=f"give one threshold, or {count} (one per label)")
+    return values
 
 
 def head_config(head: str | type | Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MulticlassF1Score, MultilabelF1Score
 
 from headfit.errors import HeadfitConfigError, HeadfitDataError
+from headfit.losses import SigmoidFocalLoss, SingleLogitBCEWithLogitsLoss, SoftmaxFocalLoss
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +176,15 @@ class Task:
 
     # ---- loss ---------------------------------------------------------------------------------
 
-    def loss(self, class_weights: Sequence[float] | None = None) -> nn.Module:
+    def loss(self, class_weights: Sequence[float] | None = None, focal_gamma: float | None = None,
+             focal_alpha: float | None = None, label_smoothing: float = 0.0) -> nn.Module:
         """The loss for this task; class weights become CE `weight=` or BCE `pos_weight=`.
 
         `class_weights` has one entry per label. For softmax it is CrossEntropy's `weight`; for a
         multilabel sigmoid head it is each label's `pos_weight`; for a binary sigmoid head the
         single `pos_weight` is weights[1] / weights[0] (the same trade-off, one number).
+        `focal_gamma` turns it into focal loss (equal to the plain loss at 0); `focal_alpha` weighs
+        positives against negatives (sigmoid heads); `label_smoothing` is for softmax heads.
         The weights are buffers of the returned module, so they move with the LightningModule.
         """
         weight = None
@@ -193,11 +197,33 @@ class Task:
                     where="loss.class_weights",
                     fix="give one weight per label (a list in label order or a mapping by name), or 'balanced'",
                 )
+        if label_smoothing and (self.activation != "softmax" or focal_gamma is not None):
+            raise HeadfitConfigError(
+                f"label smoothing works with a softmax head and the plain loss, not with "
+                f"{'focal loss' if focal_gamma is not None else 'a sigmoid head'}",
+                where="loss.label_smoothing", fix="set loss.label_smoothing=0, or use head=softmax loss=default")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise HeadfitConfigError(f"label smoothing must be in [0, 1), got {label_smoothing}",
+                                     where="loss.label_smoothing", fix="use e.g. 0.1")
+        if focal_gamma is not None and focal_gamma < 0:
+            raise HeadfitConfigError(f"focal gamma must be >= 0, got {focal_gamma}", where="loss.focal_gamma",
+                                     fix="use e.g. 2.0 (0 is the plain loss)")
+        if focal_alpha is not None and (focal_gamma is None or self.activation == "softmax"
+                                        or not 0 < focal_alpha < 1):
+            raise HeadfitConfigError(
+                f"loss.focal_alpha={focal_alpha} needs loss=focal with a sigmoid head and 0 < alpha < 1",
+                where="loss.focal_alpha",
+                fix="for a softmax head weigh classes with loss.class_weights; else set focal_alpha in (0, 1)")
         if self.activation == "softmax":
-            return nn.CrossEntropyLoss(weight=weight)
+            if focal_gamma is not None:
+                return SoftmaxFocalLoss(focal_gamma, weight)
+            return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        pos_weight = weight[1:] / weight[0] if weight is not None and self.kind == "binary" else weight
+        if focal_gamma is not None:
+            return SigmoidFocalLoss(focal_gamma, focal_alpha, pos_weight, single_logit=self.kind == "binary")
         if self.kind == "binary":
-            return SingleLogitBCEWithLogitsLoss(pos_weight=None if weight is None else weight[1:] / weight[0])
-        return nn.BCEWithLogitsLoss(pos_weight=weight)
+            return SingleLogitBCEWithLogitsLoss(pos_weight=pos_weight)
+        return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
     def balanced_class_weights(self, label_counts: Sequence[int], num_rows: int) -> list[float]:
         """Weights from training label counts.
@@ -217,26 +243,31 @@ class Task:
             return [(num_rows - c) / c for c in counts]
         return [num_rows / (self.num_labels * c) for c in counts]
 
+    def inverse_sqrt_class_weights(self, label_counts: Sequence[int], num_rows: int) -> list[float]:
+        """A milder 'balanced': the square root of its weights (rare labels up-weighted less)."""
+        return [w ** 0.5 for w in self.balanced_class_weights(label_counts, num_rows)]
+
     def resolve_class_weights(
         self, spec: str | Sequence[float] | Mapping[str, float] | None,
         label_counts: Sequence[int] | None = None, num_rows: int | None = None,
     ) -> list[float] | None:
-        """`loss.class_weights` as given (None, 'balanced', a list, or a mapping by name) -> one weight a label."""
+        """`loss.class_weights` as given (None, 'balanced', 'inverse_sqrt', a list, or a mapping by name) -> one
+        weight a label."""
         if spec is None:
             return None
         if isinstance(spec, str):
-            if spec != "balanced":
+            if spec not in ("balanced", "inverse_sqrt"):
                 raise HeadfitConfigError(f"unknown class weighting {spec!r}", where="loss.class_weights",
-                                         fix="use 'balanced', a list of numbers, or a mapping label name -> weight")
+                                         fix="use balanced, inverse_sqrt, a list of numbers, or a mapping name -> weight")
             if label_counts is None:
                 raise HeadfitConfigError(
-                    "class_weights='balanced' needs the training label counts",
+                    f"class_weights={spec!r} needs the training label counts",
                     where="ClassifierModule(label_counts=...)",
                     fix="pass label_counts (and num_train_rows for multilabel), e.g. from the data module",
                 )
-            weights = self.balanced_class_weights(label_counts, num_rows or sum(label_counts))
-            log.info("balanced class weights from training label counts %s: %s",
-                     dict(zip(self.labels, label_counts)),
+            strategy = self.balanced_class_weights if spec == "balanced" else self.inverse_sqrt_class_weights
+            weights = strategy(label_counts, num_rows or sum(label_counts))
+            log.info("%s class weights from training label counts %s: %s", spec, dict(zip(self.labels, label_counts)),
                      {name: round(w, 4) for name, w in zip(self.labels, weights)})
             return weights
         if isinstance(spec, Mapping):
@@ -282,13 +313,22 @@ class Task:
         return logits.float().sigmoid()
 
     def predict(self, probabilities: Tensor, thresholds: float | Sequence[float] | Tensor = 0.5) -> Tensor:
-        """Probabilities -> decisions: label ids (B,) for single-label, multi-hot int (B, C) for multilabel."""
-        if self.activation == "softmax":
+        """Probabilities -> decisions: label ids (B,) for single-label, multi-hot int (B, C) for multilabel.
+
+        Multiclass: argmax. Binary (either head): p(labels[1]) >= threshold, which at 0.5 is the argmax.
+        Multilabel: p >= threshold per label (one threshold, or one per label).
+        """
+        if self.kind == "multiclass":
             return probabilities.argmax(-1)
         thresholds = torch.as_tensor(thresholds, dtype=probabilities.dtype, device=probabilities.device)
         if self.kind == "binary":
-            return (probabilities[:, 1] >= thresholds).long()
+            return (probabilities[:, 1] >= thresholds.flatten()[0]).long()
         return (probabilities >= thresholds).long()
+
+    @property
+    def num_thresholds(self) -> int:
+        """How many decision thresholds the task has: one per label (multilabel), one (binary), none."""
+        return {"multilabel": self.num_labels, "binary": 1, "multiclass": 0}[self.kind]
 
     def names(self, decisions: Tensor) -> list[str] | list[list[str]]:
         """Decisions from `predict` -> label names (a name per row, or a list of names for multilabel)."""
@@ -300,9 +340,3 @@ class Task:
         """Logits straight to label names (argmax for softmax, threshold 0.5 for sigmoid)."""
         return self.names(self.predict(self.probabilities(logits)))
 
-
-class SingleLogitBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
-    """BCE for a binary head with one logit: takes (B, 1) logits and (B,) float targets."""
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return super().forward(logits[:, 0], targets)

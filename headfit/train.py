@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from headfit.errors import HeadfitError
+from headfit.evaluation import evaluate
 from headfit.module import ClassifierModule
 from headfit.shape_check import check_shapes
 
@@ -42,8 +43,8 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     model = ClassifierModule(
         encoder=cfg.encoder.name_or_path, labels=datamodule.labels, kind=datamodule.kind, head=cfg.head,
-        class_weights=cfg.loss.class_weights, label_counts=datamodule.label_counts,
-        num_train_rows=datamodule.num_train_rows, **cfg.optim,
+        label_counts=datamodule.label_counts,
+        num_train_rows=datamodule.num_train_rows, **cfg.loss, **cfg.decision, **cfg.optim,
     )
     check_shapes(model, next(iter(datamodule.train_dataloader())))
 
@@ -53,11 +54,20 @@ def train(cfg: DictConfig) -> float | None:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt_path = best or None  # evaluate the best checkpoint when there is one, else the last weights
-    results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None,
-               "val": trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]}
+    results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None}
+    reports = output_dir if trainer.is_global_zero else None
+    # Validate the best checkpoint (else the last weights), gathering its outputs from every rank; fit the
+    # decisions (thresholds, temperature) on them and save them into the checkpoint; then test with them.
+    model.collect_outputs = True
+    results["val"] = trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+    val_logits, val_targets = model.collected("val")
+    results["decisions"] = model.fit_decisions(val_logits, val_targets)
+    if best:
+        trainer.save_checkpoint(best)
+    results["val_report"] = evaluate(model, val_logits, val_targets, "val", reports)
     if datamodule.test_dataloader():
-        results["test"] = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0]
+        results["test"] = trainer.test(model, datamodule=datamodule)[0]
+        results["test_report"] = evaluate(model, *model.collected("test"), "test", reports)
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         log.info("run directory: %s (config.yaml, metrics.json, logs/metrics.csv, checkpoints/)", output_dir)
