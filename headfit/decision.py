@@ -42,7 +42,7 @@ def positive_scores(task: Task, probabilities: Tensor, targets: Tensor) -> tuple
     """The columns thresholds act on: every label for multilabel, the positive label for binary."""
     if task.kind == "multilabel":
         return probabilities, targets
-    return probabilities[:, 1:], targets.long().unsqueeze(-1)
+    return probabilities[:, 1:].contiguous(), targets.long().unsqueeze(-1)
 
 
 def fit_temperature(task: Task, logits: Tensor, targets: Tensor) -> float:
