@@ -133,7 +133,7 @@ class LabelSpace:
             space, evidence = cls._infer_atoms(rows, lambda k: where(positions[k]), kind, labels, delimiter,
                                                skip_unreadable)
         if num_labels is not None and int(num_labels) != len(space.labels):
-            given = f"task.labels has {len(labels)}" if labels is not None else "the data has"
+            given = "task.labels has" if labels is not None else "the data has"
             raise HeadfitConfigError(
                 f"task.num_labels={num_labels} but {given} {len(space.labels)} labels: {_short(space.labels)}",
                 where="task.num_labels", fix="remove task.num_labels (it is read from the data) or correct it",

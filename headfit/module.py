@@ -72,6 +72,7 @@ class ClassifierModule(pl.LightningModule):
         self.encoder = load_encoder(encoder, encoder_config).train()  # from_pretrained returns eval mode: no dropout
         # Saved so that load_from_checkpoint rebuilds the architecture without the original weights.
         self.hparams.encoder_config = self.encoder.config.to_dict()
+        self.save_hyperparameters(dict(self.hparams))  # again, so the logged hparams.yaml has the final values too
         self.head = instantiate(head, in_features=self.encoder.config.hidden_size, num_outputs=self.task.num_outputs)
         if getattr(self.head, "pooling", "cls") != "cls" and getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler.requires_grad_(False)  # unused by this head: no optimizer state, no DDP complaint

@@ -26,9 +26,11 @@ def check_shapes(module, batch: Mapping) -> None:
     size, width = len(targets), module.encoder.config.hidden_size
     device = next(module.parameters()).device
     with torch.no_grad():
+        # stand-in encoder outputs; a pooler output only when the encoder has a pooler, as in a real pass
+        pooler = torch.zeros(size, width, device=device) if getattr(module.encoder, "pooler", None) is not None \
+            else None
         logits = module.head(torch.zeros(size, 2, width, device=device),
-                             torch.ones(size, 2, dtype=torch.long, device=device),
-                             torch.zeros(size, width, device=device))
+                             torch.ones(size, 2, dtype=torch.long, device=device), pooler)
         expected = (size, task.num_outputs)
         if tuple(logits.shape) != expected:
             raise HeadfitConfigError(

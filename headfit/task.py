@@ -49,7 +49,7 @@ class Task:
         object.__setattr__(self, "labels", tuple(str(name) for name in self.labels))
         if self.kind not in KINDS:
             raise HeadfitConfigError(
-                f"unknown task kind {self.kind!r}", where="task.kind", fix=f"use one of {', '.join(KINDS)} or auto"
+                f"unknown task kind {self.kind!r}", where="task.kind", fix=f"use one of {', '.join(KINDS)} (task.kind=auto reads it from the data)"
             )
         if self.activation not in SERVES:
             raise HeadfitConfigError(

@@ -16,6 +16,7 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from headfit.errors import HeadfitError
 from headfit.evaluation import evaluate
@@ -78,9 +79,12 @@ def train(cfg: DictConfig) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
-    except HeadfitError as error:  # the user's to fix: say what and where, without a traceback
+    except (HeadfitError, MissingMandatoryValue) as error:  # the user's to fix: what and where, no traceback
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if isinstance(error, MissingMandatoryValue):
+            error = HeadfitError(f"{error.full_key} has no value", where=error.full_key,
+                                 fix=f"set it on the command line: {error.full_key}=...")
         log.error("%s", error)
         sys.exit(1)
 

@@ -55,7 +55,7 @@ def recipe(tmp_path, monkeypatch):
 def config(conf_dir, output_dir, tiny_encoder, *overrides):
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         return compose("train", overrides=[f"encoder.name_or_path={tiny_encoder}", f"paths.output_dir={output_dir}",
-                                           *FAST, *overrides])
+                                           f"paths.cache_dir={output_dir.parent / 'cache'}", *FAST, *overrides])
 
 
 def test_documented_head_trains_checkpoints_and_reloads(recipe, tmp_path, tiny_encoder):

@@ -36,6 +36,8 @@ def test_demo_run_writes_config_checkpoint_and_metrics(tmp_path, tiny_encoder):
     saved = OmegaConf.load(tmp_path / "config.yaml")
     assert saved.encoder.name_or_path == tiny_encoder and saved.head._target_ == "headfit.heads.SoftmaxHead"
     assert "val/macro_f1" in (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
+    logged = OmegaConf.load(tmp_path / "logs" / "hparams.yaml")
+    assert logged.labels == ["food", "sports", "technology", "weather"] and logged.head._target_.endswith("SoftmaxHead")
 
 
 def test_multilabel_demo_is_one_override_away(tmp_path, tiny_encoder):
@@ -76,6 +78,15 @@ def test_cli_reports_a_bad_label_column_without_traceback(tmp_path, tiny_encoder
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "has no column 'target'" in output and "data.label_column" in output and "['text', 'label']" in output
+    assert "Traceback" not in output
+
+
+def test_cli_reports_a_missing_required_key_without_traceback(tmp_path, tiny_encoder):
+    result = run_cli([sys.executable, str(ROOT / "train.py")], tmp_path, f"encoder.name_or_path={tiny_encoder}",
+                     "data=files", f"hydra.run.dir={tmp_path / 'run'}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "data.train_path has no value" in output and "data.train_path=..." in output
     assert "Traceback" not in output
 
 

@@ -138,6 +138,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
             raise HeadfitConfigError("no training data given", where="data.train_path",
                                      fix="set data.train_path=path/to/train.csv (CSV, TSV, JSONL, Parquet, or a "
                                          "save_to_disk folder)")
+        if self.report_dir is not None:  # a rerun into the same run directory starts a fresh list
+            (Path(self.report_dir) / "skipped_rows.jsonl").unlink(missing_ok=True)
         self.tokenizer = load_tokenizer(self.tokenizer_name)
         self.collator = DataCollatorWithPadding(self.tokenizer)
         sources = {split: load_source(path, f"data.{split}_path", self.columns[split], header=self.header,

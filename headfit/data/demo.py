@@ -69,13 +69,18 @@ def write_demo(directory: str | Path, multilabel: bool = False, seed: int = 0) -
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    rows: dict[str, str] = {}  # text -> labels; every sentence once, so no split repeats another's
+    while len(rows) < sum(SIZES.values()):
+        text, labels = _row(rng, multilabel)
+        rows.setdefault(text, labels)
+    unique = iter(rows.items())
     paths = {}
     for split, size in SIZES.items():
         paths[split] = directory / f"{split}.csv"
         with paths[split].open("w", newline="", encoding="utf-8") as stream:
             writer = csv.writer(stream)
             writer.writerow(["text", "label"])
-            writer.writerows(_row(rng, multilabel) for _ in range(size))
+            writer.writerows(next(unique) for _ in range(size))
     return paths
 
 
