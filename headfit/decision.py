@@ -18,8 +18,8 @@ GRID = torch.linspace(0.01, 0.99, 99)
 def tune_thresholds(positive_probabilities: Tensor, targets: Tensor, min_positives: int = 5) -> Tensor:
     """For each column, the threshold on the grid 0.01..0.99 that maximises that column's F1.
 
-    `positive_probabilities` and `targets` are (N, K): K labels for multilabel, K=1 (the positive label)
-    for binary. A column with fewer than `min_positives` positive rows keeps 0.5: its F1 curve is noise.
+    `positive_probabilities` and `targets` are (N, K), one column per label (multilabel). A column with fewer
+    than `min_positives` positive rows keeps 0.5: its F1 curve is noise. (Binary: `tune_binary_threshold`.)
     """
     grid = GRID.to(positive_probabilities.device)
     positives = targets.bool()
@@ -36,6 +36,22 @@ def tune_thresholds(positive_probabilities: Tensor, targets: Tensor, min_positiv
     thresholds = grid[middle]
     thresholds[positives.sum(0) < min_positives] = 0.5
     return thresholds
+
+
+def tune_binary_threshold(positive_probabilities: Tensor, targets: Tensor, min_positives: int = 5) -> Tensor:
+    """The threshold on p(positive) that maximises macro-F1 over both labels (one-element tensor)."""
+    grid = GRID.to(positive_probabilities.device)
+    truth = targets.bool().unsqueeze(-1)
+    if min(int(truth.sum()), int((~truth).sum())) < min_positives:
+        return torch.full((1,), 0.5)
+    predicted = positive_probabilities.unsqueeze(-1) >= grid  # (N, G)
+    f1 = []
+    for decided, actual in ((predicted, truth), (~predicted, ~truth)):  # the positive label, then the negative
+        true_pos = (decided & actual).sum(0).float()
+        f1.append(2 * true_pos / (decided.sum(0) + actual.sum(0)).clamp(min=1))
+    macro = (f1[0] + f1[1]) / 2
+    on_plateau = (macro >= macro.max() - 1e-9).nonzero().flatten()
+    return grid[on_plateau[len(on_plateau) // 2]].reshape(1)
 
 
 def positive_scores(task: Task, probabilities: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -59,7 +75,7 @@ def fit_temperature(task: Task, logits: Tensor, targets: Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def calibration_error(task: Task, probabilities: Tensor, targets: Tensor, bins: int = 15) -> float:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from headfit.errors import HeadfitError
+from headfit.errors import HeadfitConfigError, HeadfitError
 from headfit.evaluation import evaluate
 from headfit.module import ClassifierModule
 from headfit.shape_check import check_shapes
@@ -35,6 +36,9 @@ def _config_dir() -> str:
 
 
 def train(cfg: DictConfig) -> float | None:
+    if cfg.optimized_mode not in ("max", "min"):
+        raise HeadfitConfigError(f"optimized_mode must be max or min, got {cfg.optimized_mode!r}",
+                                 where="optimized_mode", fix="max for scores such as val/macro_f1, min for val/loss")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
@@ -63,8 +67,8 @@ def train(cfg: DictConfig) -> float | None:
     results["val"] = trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
     val_logits, val_targets = model.collected("val")
     results["decisions"] = model.fit_decisions(val_logits, val_targets)
-    if best:
-        trainer.save_checkpoint(best)
+    if best and trainer.is_global_zero:
+        save_decisions(model, best)
     results["val_report"] = evaluate(model, val_logits, val_targets, "val", reports)
     if datamodule.test_dataloader():
         results["test"] = trainer.test(model, datamodule=datamodule)[0]
@@ -73,6 +77,17 @@ def train(cfg: DictConfig) -> float | None:
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         log.info("run directory: %s (config.yaml, metrics.json, logs/metrics.csv, checkpoints/)", output_dir)
     return results["val"].get(cfg.optimized_metric)
+
+
+def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
+    """Write the fitted thresholds and temperature into the checkpoint, leaving the rest of it (optimizer,
+    epoch: what a resume needs) as it was. Written to a temporary file and renamed: never half-written."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state["state_dict"]["thresholds"] = model.thresholds.detach().cpu()
+    state["state_dict"]["temperature"] = model.temperature.detach().cpu()
+    partial = Path(f"{checkpoint}.partial")
+    torch.save(state, partial)
+    os.replace(partial, checkpoint)
 
 
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")

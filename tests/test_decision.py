@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from headfit import ClassifierModule, HeadfitConfigError, Task
-from headfit.decision import calibration_error, fit_temperature, tune_thresholds
+from headfit.decision import calibration_error, fit_temperature, tune_binary_threshold, tune_thresholds
 from headfit.evaluation import evaluate
 
 TOPICS = ("food", "sports", "weather")
@@ -122,10 +122,26 @@ def test_thresholds_are_saved_with_the_checkpoint(tmp_path, tiny_encoder):
     assert decisions.tolist() == [[1, 0, 1]]
 
 
-def test_thresholds_for_a_multiclass_task_are_refused(tiny_encoder):
+@pytest.mark.parametrize("thresholds", [0.3, "tuned"])
+def test_thresholds_for_a_multiclass_task_are_refused(tiny_encoder, thresholds):
     with pytest.raises(HeadfitConfigError, match="argmax") as error:
-        ClassifierModule(encoder=tiny_encoder, labels=TOPICS, kind="multiclass", thresholds=0.3)
+        ClassifierModule(encoder=tiny_encoder, labels=TOPICS, kind="multiclass", thresholds=thresholds)
     assert error.value.where == "decision.thresholds"
+
+
+def test_binary_threshold_maximises_the_logged_macro_f1():
+    generator = torch.Generator().manual_seed(0)
+    targets = (torch.rand(2000, generator=generator) < 0.2).float()
+    scores = (0.3 * targets + 0.7 * torch.rand(2000, generator=generator)).clamp(0, 1)  # positives score higher
+    threshold = tune_binary_threshold(scores, targets)
+    task = Task("binary", ("neg", "pos"), "sigmoid")
+
+    def macro_f1(t):
+        metrics = task.metrics()
+        metrics.update(task.predict(torch.stack([1 - scores, scores], -1), t), targets.long())
+        return float(metrics.compute()["macro_f1"])
+
+    assert macro_f1(threshold) >= max(macro_f1(t) for t in (0.3, 0.4, 0.5, 0.6, 0.7)) - 1e-6
 
 
 def _free_port() -> int:
