@@ -21,13 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
-import torch
+from report import write_section  # first: puts this checkout ahead of an installed headfit
 
-from headfit import ClassifierModule, TextClassificationDataModule
-from headfit.data.sources import column
-from headfit.predict import in_input_order
-from report import write_section
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+
+from headfit import ClassifierModule, TextClassificationDataModule  # noqa: E402
+from headfit.data.sources import column  # noqa: E402
+from headfit.predict import in_input_order  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+REPO = Path(__file__).resolve().parents[1]
+# Measure the working tree, not a copy installed earlier with `pip install .` (running a script from
+# benchmarks/ puts benchmarks/, not the repository root, on sys.path). Import this module before headfit.
+sys.path.insert(0, str(REPO))
+BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
 HEADER = ("# Benchmarks\n\nWritten by the scripts in `benchmarks/`; each section says the command that "
           "produced it. Re-run a script to refresh its section.\n")
 

@@ -47,6 +47,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if (REPO / "headfit" / "__init__.py").is_file():
+    # Benchmark the working tree, not a copy installed earlier with `pip install .` (running this file puts
+    # benchmarks/ on sys.path, not the repository root).
+    sys.path.insert(0, str(REPO))
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "datasets" / "sst2"
 DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
 
@@ -60,6 +64,7 @@ WARMUP_RATIO = 0.1   # idem
 EPOCHS = 1
 MAX_LENGTH = 128
 MEGABATCH = 50       # bare loop: batches per length-sorted megabatch
+EVAL_REPEATS = 3     # evaluation passes per system (a few seconds each); the median time is reported
 
 SYSTEMS = {  # key -> name in the table
     "headfit": "headfit",
@@ -191,6 +196,18 @@ def accepted(callable_: Callable, notes: list[str] | None = None, **kwargs: Any)
     return {key: value for key, value in kwargs.items() if key in parameters}
 
 
+def timed(run: Callable[[], Any], device: str, repeats: int) -> tuple[float, Any]:
+    """Median wall time of `repeats` calls of `run` (evaluation is deterministic), and the last call's result."""
+    times, result = [], None
+    for _ in range(max(1, repeats)):
+        sync(device)
+        start = time.perf_counter()
+        result = run()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2], result
+
+
 def sync(device: str) -> None:
     import torch
 
@@ -212,13 +229,18 @@ def describe_loader(loader: Any) -> str:
         loader = loader[0] if loader else None
     if loader is None:
         return "no loader"
+    def name(obj: Any) -> str:
+        kind = type(obj)
+        return kind.__name__ if kind.__module__.startswith("torch.") else f"{kind.__module__}.{kind.__name__}"
+
     batch_sampler = getattr(loader, "batch_sampler", None)
     sampler = getattr(loader, "sampler", None)
     parts = [f"batch_size={getattr(loader, 'batch_size', None)}"]
     if batch_sampler is not None and type(batch_sampler).__name__ != "BatchSampler":
-        parts.append(f"batch_sampler={type(batch_sampler).__module__}.{type(batch_sampler).__name__}")
+        parts.append(f"batch_sampler={name(batch_sampler)}")
     else:
-        parts.append(f"sampler={type(sampler).__name__}")
+        parts.append(f"sampler={name(sampler)}")
+    parts.append(f"num_workers={getattr(loader, 'num_workers', '?')}")
     return f"{type(loader).__name__}({', '.join(parts)})"
 
 
@@ -253,7 +275,7 @@ def run_headfit(ctx: dict[str, Any]) -> Result:
         TextClassificationDataModule, notes,
         tokenizer=ctx["encoder"], train_path=str(ctx["files"]["train"]), val_path=str(ctx["files"]["dev"]),
         text_column="sentence", label_column="label", max_length=MAX_LENGTH, batch_size=BATCH_SIZE,
-        eval_batch_size=EVAL_BATCH_SIZE, kind="binary", seed=SEED,
+        eval_batch_size=EVAL_BATCH_SIZE, kind="binary", seed=SEED, cache_dir=str(ctx["tmp"] / "headfit-cache"),
     ))
     datamodule.setup("fit")  # reads and tokenises both files: outside the timings
     module = ClassifierModule(**accepted(ClassifierModule, notes, encoder=ctx["encoder"], labels=datamodule.labels,
@@ -266,13 +288,11 @@ def run_headfit(ctx: dict[str, Any]) -> Result:
     pl.seed_everything(SEED, workers=True)
     trainer.fit(module, datamodule=datamodule)  # also validates once at the end of the epoch (not timed)
     ctx["headfit_batches"] = describe_loader(trainer.train_dataloader)
+    ctx["headfit_eval_batches"] = describe_loader(datamodule.val_dataloader())
     threads = _threads()
 
-    sync(device)
-    start = time.perf_counter()
-    metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    sync(device)
-    eval_s = time.perf_counter() - start
+    eval_s, metrics = timed(lambda: trainer.validate(module, datamodule=datamodule, verbose=False)[0], device,
+                            ctx["eval_repeats"])
     accuracy = next(float(v) for k, v in metrics.items() if k.endswith("accuracy"))
     return Result("headfit", times["end"] - times["start"], meter, eval_s, ctx["dev_rows"], accuracy, threads,
                   times["cpu_end"] - times["cpu_start"], notes)
@@ -335,11 +355,7 @@ def run_hf(ctx: dict[str, Any], grouped: bool) -> Result:
     collator.active = False
     threads = torch.get_num_threads()
 
-    sync(device)
-    start = time.perf_counter()
-    metrics = trainer.evaluate()
-    sync(device)
-    eval_s = time.perf_counter() - start
+    eval_s, metrics = timed(trainer.evaluate, device, ctx["eval_repeats"])
     if grouped:
         notes.append("HF also length-groups its evaluation batches under group_by_length")
     return Result("hf-grouped" if grouped else "hf-random", times["end"] - times["start"], meter, eval_s,
@@ -399,16 +415,17 @@ def run_bare(ctx: dict[str, Any]) -> Result:
     train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     threads = torch.get_num_threads()
 
-    start = time.perf_counter()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for batch in DataLoader(dev, batch_size=EVAL_BATCH_SIZE, shuffle=False, collate_fn=collator):
-            batch = {key: value.to(device) for key, value in batch.items()}
-            labels = batch.pop("labels")
-            correct += int((model(**batch).logits.argmax(-1) == labels).sum())
-    sync(device)
-    eval_s = time.perf_counter() - start
+    def evaluate() -> int:
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for batch in DataLoader(dev, batch_size=EVAL_BATCH_SIZE, shuffle=False, collate_fn=collator):
+                batch = {key: value.to(device) for key, value in batch.items()}
+                labels = batch.pop("labels")
+                correct += int((model(**batch).logits.argmax(-1) == labels).sum())
+        return correct
+
+    eval_s, correct = timed(evaluate, device, ctx["eval_repeats"])
     return Result("bare", train_s, meter, eval_s, len(dev), correct / len(dev), threads, train_cpu_s)
 
 
@@ -515,9 +532,10 @@ def machine() -> dict[str, str]:
                                 text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "headfit"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        versions.append(f"headfit {headfit.__version__}" + (f" (git {commit}" + (", uncommitted changes in headfit/"
-                                                                                if dirty else "") + ")"
-                                                            if commit else ""))
+        where = Path(headfit.__file__).resolve().parent
+        where = f"./{where.relative_to(REPO)}" if where.is_relative_to(REPO) else str(where)
+        state = f"git {commit}" + (", uncommitted changes in headfit/" if dirty else "") if commit else ""
+        versions.append(f"headfit {headfit.__version__} from {where}" + (f" ({state})" if state else ""))
     except Exception:  # noqa: BLE001 - the header is informative only
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -534,7 +552,7 @@ def cores() -> int:
 
 
 def section(args, ctx: dict[str, Any], results: list[Result], command: str) -> str:
-    info = machine()
+    info = ctx["machine"]
     threads = sorted({r.threads for r in results})
     notes = [f"{r.name}: {note}" for r in results for note in r.notes]
     rows = results[0].train.rows if results else args.rows
@@ -542,7 +560,7 @@ def section(args, ctx: dict[str, Any], results: list[Result], command: str) -> s
         f"## Throughput (SST-2, {args.rows:,} rows)",
         "",
         f"Written by `benchmarks/throughput.py` on {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
-        "one run, numbers move by a few percent between runs.",
+        "one run, wall-clock: other load on the machine moves the numbers, unevenly between systems (see Other load).",
         "",
         f"- Command: `{command}`",
         f"- Machine: {info['cpu']}; device: {ctx['device']}; torch threads: {', '.join(map(str, threads))} "
@@ -559,10 +577,13 @@ def section(args, ctx: dict[str, Any], results: list[Result], command: str) -> s
         f"- Model and recipe, all systems: the bundled MiniLM-L6 encoder (6-layer BERT, 384 wide), batch {BATCH_SIZE}, "
         f"{EPOCHS} epoch ({math.ceil(rows / BATCH_SIZE)} steps), AdamW lr {LR:g}, weight decay {WEIGHT_DECAY} (not on "
         f"biases and LayerNorm), linear schedule with {100 * WARMUP_RATIO:.0f} % warm-up, seed {SEED}, fp32, "
-        "no dataloader workers, no progress bars. headfit's head is its default softmax head (mean pooling); the "
+        "no progress bars; no dataloader workers for HF and the loop (headfit: its default, below). headfit's head is its default softmax head (mean pooling); the "
         "others use `AutoModelForSequenceClassification` (pooler + linear, num_labels=2). The HF Trainer keeps its "
-        "defaults otherwise (fused AdamW, gradient clipping at 1.0).",
-        f"- headfit's training batches, as its data module builds them by default: `{ctx.get('headfit_batches', 'n/a')}`. "
+        "defaults otherwise (fused AdamW on torch >= 2.8, gradient clipping at 1.0); the PyTorch loop uses "
+        "`torch.optim.AdamW` with torch's defaults (not fused) and no clipping; headfit uses what its "
+        "`configure_optimizers` sets.",
+        f"- headfit's batches, as its data module builds them by default: training "
+        f"`{ctx.get('headfit_batches', 'n/a')}`, evaluation `{ctx.get('headfit_eval_batches', 'n/a')}`. "
         "headfit is a `pytorch_lightning.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, "
         "num_sanity_val_steps=0)` fitting `ClassifierModule(kind=\"binary\", lr=5e-5)` on "
         "`TextClassificationDataModule`.",
@@ -574,7 +595,7 @@ def section(args, ctx: dict[str, Any], results: list[Result], command: str) -> s
         "no model loading, tokenisation or validation); *Train samples/s* is training rows / train s; "
         "*Padding efficiency* is real tokens / padded tokens (`attention_mask.sum() / attention_mask.numel()` "
         "summed over all training batches); *Eval s* and *Eval samples/s* time one pass over dev at batch "
-        f"{EVAL_BATCH_SIZE} (headfit: `trainer.validate`; HF: `trainer.evaluate()`; PyTorch loop: a no-grad loop "
+        f"{EVAL_BATCH_SIZE}, the median of {args.eval_repeats} passes after training (headfit: `trainer.validate`; HF: `trainer.evaluate()`; PyTorch loop: a no-grad loop "
         "in dataset order), metrics included; *Dev accuracy* is after the epoch; *vs* columns are ratios of "
         "samples/s (or accuracy differences in points) against the HF Trainer runs.",
         "",
@@ -626,6 +647,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="Markdown file whose throughput section is replaced (default: docs/benchmarks.md, "
                              "but only for the default full run: all systems, 4000 rows)")
+    parser.add_argument("--eval-repeats", type=int, default=EVAL_REPEATS,
+                        help=f"evaluation passes per system, median time reported (default {EVAL_REPEATS})")
     parser.add_argument("--no-write", action="store_true", help="print the table, write no file")
     args = parser.parse_args(argv)
     keys = list(SYSTEMS) if args.systems.strip() == "all" else [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -673,6 +696,12 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     transformers.logging.set_verbosity_error()  # the per-model load report (the new classifier weights)
     transformers.utils.logging.disable_progress_bar()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()  # headfit's data module tokenises with datasets.map
+    except ImportError:
+        pass
 
     torch.set_num_threads(cores())
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -684,12 +713,13 @@ def main(argv: list[str] | None = None) -> int:
         prepared = prepare_files(args.data_dir, args.rows, tmp)
         tokenizer = AutoTokenizer.from_pretrained(encoder)
         ctx: dict[str, Any] = {
-            "device": device, "encoder": encoder, "tmp": tmp, "tokenizer": tokenizer,
+            "device": device, "encoder": encoder, "tmp": tmp, "tokenizer": tokenizer, "eval_repeats": args.eval_repeats,
             "files": {"train": prepared["train"], "dev": prepared["dev"]},
             "train_total": prepared["train_total"], "dev_text_column": prepared["dev_text_column"],
             "train": tokenise(tokenizer, prepared["train"]), "dev": tokenise(tokenizer, prepared["dev"]),
         }
         ctx["dev_rows"] = len(ctx["dev"])
+        ctx["machine"] = machine()  # now: the headfit code this run imports, before anyone changes it
         tokens = sum(len(row["input_ids"]) for row in ctx["train"])
         print(f"{args.rows} training rows ({tokens} tokens), {ctx['dev_rows']} dev rows; device {device}, "
               f"{torch.get_num_threads()} threads; systems: {', '.join(args.keys)}", flush=True)

@@ -75,7 +75,8 @@ def train(cfg: DictConfig) -> float | None:
         results["test_report"] = evaluate(model, *model.collected("test"), "test", reports)
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-        log.info("run directory: %s (config.yaml, metrics.json, logs/metrics.csv, checkpoints/)", output_dir)
+        log.info("run directory: %s (config.yaml, metrics.json, *_report.csv, plots, logs/, checkpoints/)",
+                 output_dir)
     return results["val"].get(cfg.optimized_metric)
 
 
