@@ -12,13 +12,14 @@ import warnings
 from pathlib import Path
 
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from torchmetrics.functional.classification import (
     multiclass_auroc, multiclass_average_precision, multiclass_f1_score, multiclass_precision, multiclass_recall,
     multilabel_auroc, multilabel_average_precision, multilabel_f1_score, multilabel_precision, multilabel_recall,
 )
 
-from headfit.plots import save_plots, save_reliability
+from headfit.plots import plt, save_plots, save_reliability
 from headfit.task import Task
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def write_report(rows: list[dict], path: Path) -> None:
 
 def evaluate(module, logits: Tensor, targets: Tensor, split: str, directory: Path | None) -> dict:
     """Log the per-class report of a split (with the module's fitted decisions); with a directory, save
-    `<split>_report.csv` and the plots there. Returns the macro/micro/weighted rows."""
+    `<split>_report.csv` and the plots there, and add the plots to any TensorBoard logger of the module's
+    trainer. Returns the macro/micro/weighted rows."""
     task = module.task
     probabilities, decisions = module.decide(logits)
     rows = class_report(task, probabilities, decisions, targets)
@@ -96,4 +98,9 @@ def evaluate(module, logits: Tensor, targets: Tensor, split: str, directory: Pat
             paths.append(save_reliability(task, task.probabilities(logits), probabilities, targets,
                                           module.temperature.item(), directory / "val_reliability.png"))
         log.info("%s: wrote %s_report.csv and %s", split, split, ", ".join(p.name for p in paths))
+        trainer = getattr(module, "_trainer", None)
+        for logger in trainer.loggers if trainer is not None else []:
+            if isinstance(logger, TensorBoardLogger):
+                for path in paths:
+                    logger.experiment.add_image(f"plots/{path.stem}", plt.imread(path), dataformats="HWC")
     return {row["label"]: {k: v for k, v in row.items() if k != "label"} for row in rows[-3:]}

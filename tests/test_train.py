@@ -96,3 +96,14 @@ def test_console_script_runs_from_any_directory(tmp_path, tiny_encoder):
     assert result.returncode == 0, result.stdout + result.stderr
     runs = list((tmp_path / "outputs").glob("*/*/metrics.json"))
     assert len(runs) == 1 and "test" in json.loads(runs[0].read_text())
+
+
+def test_plots_reach_tensorboard_when_that_logger_is_on(tmp_path, tiny_encoder):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(config(tmp_path, tiny_encoder, "logger=[csv,tensorboard]"))
+    events = EventAccumulator(str(tmp_path / "logs" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"plots/val_confusion_matrix", "plots/test_confusion_matrix"} <= set(events.Tags()["images"])
+    assert "val/macro_f1" in events.Tags()["scalars"]
