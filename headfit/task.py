@@ -48,9 +48,8 @@ class Task:
     def __post_init__(self):
         object.__setattr__(self, "labels", tuple(str(name) for name in self.labels))
         if self.kind not in KINDS:
-            raise HeadfitConfigError(
-                f"unknown task kind {self.kind!r}", where="task.kind", fix=f"use one of {', '.join(KINDS)} (task.kind=auto reads it from the data)"
-            )
+            raise HeadfitConfigError(f"unknown task kind {self.kind!r}", where="task.kind",
+                                     fix=f"use one of {', '.join(KINDS)} (task.kind=auto reads it from the data)")
         if self.activation not in SERVES:
             raise HeadfitConfigError(
                 f"a head's activation must be 'softmax' or 'sigmoid', got {self.activation!r}",

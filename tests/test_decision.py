@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 
 from headfit import ClassifierModule, HeadfitConfigError, Task
 from headfit.decision import calibration_error, fit_temperature, tune_binary_threshold, tune_thresholds
