@@ -46,11 +46,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if (REPO / "headfit" / "__init__.py").is_file():
-    # Benchmark the working tree, not a copy installed earlier with `pip install .` (running this file puts
-    # benchmarks/ on sys.path, not the repository root).
-    sys.path.insert(0, str(REPO))
+from report import REPO, write_section  # first: puts this checkout ahead of an installed headfit  # noqa: E402
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "datasets" / "sst2"
 DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
 
@@ -611,29 +607,6 @@ def section(args, ctx: dict[str, Any], results: list[Result], command: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def replace_section(path: Path, text: str) -> None:
-    """Put `text` (a `## ` section) in `path`, replacing the section with the same heading and keeping others."""
-    heading = text.splitlines()[0].strip()
-    old = path.read_text(encoding="utf-8").splitlines() if path.exists() else ["# Benchmarks", ""]
-    start = next((i for i, line in enumerate(old) if line.strip() == heading), None)
-    if start is None:
-        while old and not old[-1].strip():
-            old.pop()
-        new = [*old, "", *text.rstrip("\n").splitlines()]
-    else:
-        end, fenced = len(old), False
-        for i in range(start + 1, len(old)):
-            if old[i].lstrip().startswith("```"):
-                fenced = not fenced
-            elif not fenced and (old[i].startswith("## ") or old[i].startswith("# ")):
-                end = i
-                break
-        tail = old[end:]
-        new = [*old[:start], *text.rstrip("\n").splitlines(), *([""] + tail if tail else [])]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(new) + "\n", encoding="utf-8")
-
-
 # ---- main ---------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -761,7 +734,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_write:
             print("(not written: a partial run; pass --output FILE to write it)")
         return 0
-    replace_section(output, text)
+    heading, _, body = text.partition("\n")
+    write_section(heading.removeprefix("## ").strip(), body, output)
     print(f"written to {_display_path(output)}")
     return 0
 
