@@ -40,7 +40,6 @@ from headfit.labels import LabelSpace
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 

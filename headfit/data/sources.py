@@ -88,7 +88,7 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
         if not head:
             raise HeadfitConfigError(f"{path} is empty", where=key, fix="give it a header line and labelled rows")
         position = {column: files.resolve_column(name, head, path, f"data.{column}")
-                    for column, name in _named(columns).items() if column != "label_columns"}
+                    for column, name in _named(columns).items()}
         label_columns = None
         if columns.label_columns:
             # a tuple, not a list: from_generator would shard a list-valued argument across processes
