@@ -1,13 +1,16 @@
 """The training job: compose the config, build data and model, check shapes, fit, test, report.
 
 `python train.py [overrides]` and the `headfit-train` command both run `main`. `train(cfg)` is the job
-itself and returns the monitored metric (`optimized_metric`), so Hydra sweepers can optimise it.
+itself and returns the monitored metric (`optimized_metric`), so Hydra sweepers can optimise it. In a sweep
+(`-m`) a job that fails is recorded and the sweep goes on (headfit/sweep.py); under DDP, ranks 1.. run this
+same job from its saved config (headfit/distributed.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -15,14 +18,19 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
+from pytorch_lightning.utilities import rank_zero_only
 
+from headfit.distributed import end_ranks, launch_ranks_on_this_job
 from headfit.errors import HeadfitConfigError, HeadfitError
 from headfit.evaluation import evaluate
 from headfit.module import ClassifierModule
 from headfit.shape_check import check_shapes
+from headfit.sweep import record_failure
 
 log = logging.getLogger("headfit")
 
@@ -41,7 +49,8 @@ def train(cfg: DictConfig) -> float | None:
                                  where="optimized_mode", fix="max for scores such as val/macro_f1, min for val/loss")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:  # under DDP ranks 1.. run train() too, and write nothing (headfit/distributed.py)
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task)
@@ -56,10 +65,11 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    launch_ranks_on_this_job(trainer)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None}
+    results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None, "world_size": trainer.world_size}
     reports = output_dir if trainer.is_global_zero else None
     # Validate the best checkpoint (else the last weights), gathering its outputs from every rank; fit the
     # decisions (thresholds, temperature) on them and save them into the checkpoint; then test with them.
@@ -94,15 +104,23 @@ def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return train(cfg)
-    except (HeadfitError, MissingMandatoryValue) as error:  # the user's to fix: what and where, no traceback
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
+        value = train(cfg)
+    except Exception as error:
+        end_ranks(failed=True)
         if isinstance(error, MissingMandatoryValue):
             error = HeadfitError(f"{error.full_key} has no value", where=error.full_key,
                                  fix=f"set it on the command line: {error.full_key}=...")
-        log.error("%s", error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # one failed run does not end the sweep
+            record_failure(error, HydraConfig.get().runtime.output_dir)
+            return None  # what every sweeper accepts as "no result" (Optuna: a failed trial)
+        if not isinstance(error, HeadfitError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s", error)  # the user's to fix: what and where, no traceback
         sys.exit(1)
+    end_ranks(failed=False)
+    if value is not None and math.isnan(value) and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return None  # a diverged run: Optuna stops the whole study on a NaN, and records None as a failed trial
+    return value
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from datasets import Dataset
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
@@ -137,8 +138,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
             raise HeadfitConfigError("no training data given", where="data.train_path",
                                      fix="set data.train_path=path/to/train.csv (CSV, TSV, JSONL, Parquet, or a "
                                          "save_to_disk folder)")
-        if self.report_dir is not None:  # a rerun into the same run directory starts a fresh list
-            (Path(self.report_dir) / "skipped_rows.jsonl").unlink(missing_ok=True)
+        report_dir = self.report_dir if rank_zero_only.rank == 0 else None  # DDP: rank 0 writes the list
+        if report_dir is not None:  # a rerun into the same run directory starts a fresh list
+            (Path(report_dir) / "skipped_rows.jsonl").unlink(missing_ok=True)
         self.tokenizer = load_tokenizer(self.tokenizer_name)
         self.collator = DataCollatorWithPadding(self.tokenizer)
         sources = {split: load_source(path, f"data.{split}_path", self.columns[split], header=self.header,
@@ -150,7 +152,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.label_space = self._infer_labels(sources["train"], tokens["train"])
         for split, source in sources.items():
             self.datasets[split] = check_rows(tokens[split], source, self.label_space, split, self.on_bad_row,
-                                              self.report_dir)
+                                              report_dir)
         if "val" not in sources:
             self._split_validation()
         if self.max_train_rows and self.max_train_rows < len(self.datasets["train"]):

@@ -8,6 +8,7 @@ as a comma-separated string ("food,weather"), the way many real multi-label file
 from __future__ import annotations
 
 import csv
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,15 @@ def write_demo(directory: str | Path, multilabel: bool = False, seed: int = 0) -
     paths = {}
     for split, size in SIZES.items():
         paths[split] = directory / f"{split}.csv"
-        with paths[split].open("w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["text", "label"])
-            writer.writerows(next(unique) for _ in range(size))
+        stream = io.StringIO(newline="")
+        writer = csv.writer(stream)
+        writer.writerow(["text", "label"])
+        writer.writerows(next(unique) for _ in range(size))
+        content = stream.getvalue().encode("utf-8")
+        # A file already there is left alone: DDP ranks 1.. and reruns in the same directory write nothing,
+        # and its cached token ids (keyed by size and modification time) stay valid.
+        if not paths[split].is_file() or paths[split].read_bytes() != content:
+            paths[split].write_bytes(content)
     return paths
 
 
