@@ -188,8 +188,7 @@ class ClassifierModule(pl.LightningModule):
                 tuned = tune_thresholds(probabilities, targets, self.hparams.min_positives)
             self.thresholds.copy_(tuned)
             after = self._macro_f1(probabilities, targets)
-            summary.update(thresholds={name: round(value, 4) for name, value in
-                                       zip(task.labels[-task.num_thresholds:], self.thresholds.tolist())},
+            summary.update(thresholds={name: round(value, 4) for name, value in self.thresholds_by_label().items()},
                            macro_f1_at_0_5=before, macro_f1_tuned=after)
             log.info("thresholds tuned on validation: macro-F1 %.4f at 0.5 -> %.4f tuned (%s)", before, after,
                      ", ".join(f"{k} {v:.2f}" for k, v in summary["thresholds"].items()))
@@ -199,6 +198,11 @@ class ClassifierModule(pl.LightningModule):
         metrics = self.task.metrics().to(probabilities.device)
         metrics.update(self.task.predict(probabilities, self.thresholds), targets.long())
         return float(metrics.compute()["macro_f1"])
+
+    def thresholds_by_label(self) -> dict[str, float]:
+        """The decision thresholds by label name: every label (multilabel), labels[1] (binary), none (multiclass)."""
+        count = self.task.num_thresholds
+        return dict(zip(self.task.labels[self.task.num_labels - count:] if count else (), self.thresholds.tolist()))
 
     def decide(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Logits -> (probabilities (B, C), decisions), with the fitted temperature and thresholds."""
