@@ -95,7 +95,7 @@ def _sequence_classifier(module: ClassifierModule) -> PreTrainedModel | None:
     config.label2id = {name: i for i, name in enumerate(task.labels)}
     config.problem_type = "multi_label_classification" if task.kind == "multilabel" else "single_label_classification"
     config.classifier_dropout = head.classifier[0].p
-    config.headfit = decisions_metadata(module, folded=True)
+    config.headfit = {**decisions_metadata(module), "temperature_folded_into_weights": True}
     try:
         model = AutoModelForSequenceClassification.from_config(config)
     except ValueError:  # no sequence classification class for this model type
@@ -180,7 +180,7 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
                           verbose=False)
     graph = onnx.load(str(path))
     onnx.helper.set_model_props(graph, {key: value if isinstance(value, str) else json.dumps(value)
-                                        for key, value in decisions_metadata(module, folded=False).items()})
+                                        for key, value in decisions_metadata(module).items()})
     graph.doc_string = (f"headfit {__version__} classifier: probabilities (batch, {module.task.num_labels}) with the "
                         f"temperature applied, decisions with the thresholds, raw logits; metadata: labels, kind, "
                         f"thresholds")
@@ -198,13 +198,12 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
 
 # ---- shared ----------------------------------------------------------------------------------------------
 
-def decisions_metadata(module: ClassifierModule, folded: bool) -> dict[str, Any]:
+def decisions_metadata(module: ClassifierModule) -> dict[str, Any]:
     """Labels, kind, thresholds by label name, temperature and max_length, as saved next to an export."""
     task = module.task
     return {"labels": list(task.labels), "kind": task.kind,
             "thresholds": {name: round(t, 6) for name, t in module.thresholds_by_label().items()},
-            "temperature": float(module.temperature), "temperature_folded_into_weights": folded,
-            "max_length": module.max_length, "headfit_version": __version__}
+            "temperature": float(module.temperature), "max_length": module.max_length, "headfit_version": __version__}
 
 
 def _check_parity(kind: str, got: np.ndarray, predictor: Predictor) -> float:
