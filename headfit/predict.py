@@ -368,7 +368,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help=f"a progress bar on stderr (default: on a terminal, for {PROGRESS_ROWS}+ texts)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # texts may come after options: `... --top-k 2 "a text"`
     for option in ("text_column", "text_pair_column", "id_column"):  # CSV/TSV positions are numbers
         value = getattr(args, option)
         if value is not None and value.isdigit() and not args.header:

@@ -311,9 +311,11 @@ def run(command, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 
 def test_predict_py_with_texts_as_arguments(checkpoints):
-    result = run([sys.executable, "predict.py", str(checkpoints["multiclass"]), *TEXTS[:2]])
+    result = run([sys.executable, "predict.py", str(checkpoints["multiclass"]), "--top-k", "1", *TEXTS[:2]])
     assert result.returncode == 0, result.stderr
-    assert [r["line"] for r in jsonl(result.stdout)] == [1, 2]
+    records = jsonl(result.stdout)
+    assert [r["line"] for r in records] == [1, 2] and [list(r["scores"]) for r in records] == [[r["label"]]
+                                                                                               for r in records]
 
 
 def test_module_reads_stdin_and_exits_non_zero_on_a_bad_row(checkpoints):
