@@ -6,6 +6,9 @@ so the defaults run with no network. Configs name it as `${bundled_minilm:}`, wh
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -52,3 +55,18 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     except (OSError, ValueError) as error:
         raise HeadfitConfigError(f"cannot load the tokenizer of {name_or_path!r}: {error}",
                                  where="encoder.name_or_path", fix=_NOT_LOADABLE_FIX) from None
+
+
+def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:
+    """The files `save_pretrained` writes, as `{file name: bytes}`: a tokenizer that fits in a checkpoint."""
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer.save_pretrained(directory)
+        return {path.name: path.read_bytes() for path in sorted(Path(directory).iterdir()) if path.is_file()}
+
+
+def tokenizer_from_files(files: Mapping[str, bytes]) -> PreTrainedTokenizerBase:
+    """The tokenizer back from `tokenizer_files` (no code is run from them: no trust_remote_code)."""
+    with tempfile.TemporaryDirectory() as directory:
+        for name, content in files.items():
+            (Path(directory) / Path(name).name).write_bytes(content)  # a bare file name: nothing lands outside
+        return AutoTokenizer.from_pretrained(directory)

@@ -6,7 +6,9 @@
 
 Everything it needs is in its hyperparameters (plain values), so `ClassifierModule.load_from_checkpoint(path)`
 rebuilds it with no config file and no download: the encoder's architecture is saved with them and the
-checkpoint's weights fill it in.
+checkpoint's weights fill it in. A checkpoint also holds the labels it was trained for (checked when it is
+loaded) and, when the module has a `tokenizer` (the data module's, attached in `setup`), that tokenizer's files:
+a checkpoint alone is enough to predict (headfit/predict.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torchmetrics import CatMetric
 from transformers import get_linear_schedule_with_warmup
 
 from headfit.decision import calibration_error, fit_temperature, tune_binary_threshold, tune_thresholds
-from headfit.encoder import load_encoder
+from headfit.encoder import load_encoder, tokenizer_files, tokenizer_from_files
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.heads import Head
 from headfit.task import Task
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+CHECKPOINT_KEY = "headfit"  # {"labels", "kind", ["tokenizer": {file name: bytes}, "max_length"]} in every checkpoint
 
 
 class ClassifierModule(pl.LightningModule):
@@ -90,6 +93,10 @@ class ClassifierModule(pl.LightningModule):
         self.collect_outputs = False
         self.outputs = torch.nn.ModuleDict({f"{stage}_{what}": CatMetric() for stage in ("val", "test")
                                             for what in ("logits", "targets")})
+        # The tokenizer that goes into checkpoints (set by `setup` from the data module, or by the user), and the
+        # max_length its texts were truncated to in training (None: unknown).
+        self.tokenizer = None
+        self.max_length: int | None = None
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **encoder_inputs: Tensor) -> Tensor:
         """Tokenizer output -> logits (batch, task.num_outputs)."""
@@ -97,6 +104,40 @@ class ClassifierModule(pl.LightningModule):
             attention_mask = torch.ones_like(input_ids)
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **encoder_inputs)
         return self.head(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None))
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        # The data module's tokenizer is the one this model reads text with: checkpoints carry it from now on.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.tokenizer is None and hasattr(getattr(datamodule, "tokenizer", None), "save_pretrained"):
+            self.tokenizer, self.max_length = datamodule.tokenizer, getattr(datamodule, "max_length", None)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = {"labels": list(self.task.labels), "kind": self.task.kind}
+        if self.tokenizer is not None:
+            saved.update(tokenizer=tokenizer_files(self.tokenizer), max_length=self.max_length)
+        checkpoint[CHECKPOINT_KEY] = saved
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning's load_from_checkpoint(path, labels=...) overwrites the saved hyperparameters with the
+        # keyword arguments, so the labels are compared with the copy saved under CHECKPOINT_KEY first.
+        saved = checkpoint.get(CHECKPOINT_KEY) or {}
+        hparams = checkpoint.get("hyper_parameters") or {}
+        labels, kind = saved.get("labels", hparams.get("labels")), saved.get("kind", hparams.get("kind"))
+        if labels is not None and ([str(name) for name in labels] != list(self.task.labels)
+                                   or kind not in (None, self.task.kind)):
+            order = " (the same names in another order)" if sorted(map(str, labels)) == sorted(self.task.labels) \
+                else ""
+            raise HeadfitConfigError(
+                f"the checkpoint was trained for {kind} labels {list(labels)}, but this model has "
+                f"{self.task.kind} labels {list(self.task.labels)}{order}",
+                where="the checkpoint (ckpt_path / load_from_checkpoint) against task.labels and the data's labels",
+                fix="load it where the labels are the same, in the same order (set task.labels to the checkpoint's); "
+                    "to train for other labels, start from the encoder instead of this checkpoint",
+            )
+        if self.tokenizer is None and "tokenizer" in saved:
+            self.tokenizer, self.max_length = tokenizer_from_files(saved["tokenizer"]), saved.get("max_length")
 
     # ---- steps ----------------------------------------------------------------------------------
 
@@ -147,8 +188,7 @@ class ClassifierModule(pl.LightningModule):
                 tuned = tune_thresholds(probabilities, targets, self.hparams.min_positives)
             self.thresholds.copy_(tuned)
             after = self._macro_f1(probabilities, targets)
-            summary.update(thresholds={name: round(value, 4) for name, value in
-                                       zip(task.labels[-task.num_thresholds:], self.thresholds.tolist())},
+            summary.update(thresholds={name: round(value, 4) for name, value in self.thresholds_by_label().items()},
                            macro_f1_at_0_5=before, macro_f1_tuned=after)
             log.info("thresholds tuned on validation: macro-F1 %.4f at 0.5 -> %.4f tuned (%s)", before, after,
                      ", ".join(f"{k} {v:.2f}" for k, v in summary["thresholds"].items()))
@@ -158,6 +198,11 @@ class ClassifierModule(pl.LightningModule):
         metrics = self.task.metrics().to(probabilities.device)
         metrics.update(self.task.predict(probabilities, self.thresholds), targets.long())
         return float(metrics.compute()["macro_f1"])
+
+    def thresholds_by_label(self) -> dict[str, float]:
+        """The decision thresholds by label name: every label (multilabel), labels[1] (binary), none (multiclass)."""
+        count = self.task.num_thresholds
+        return dict(zip(self.task.labels[self.task.num_labels - count:] if count else (), self.thresholds.tolist()))
 
     def decide(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Logits -> (probabilities (B, C), decisions), with the fitted temperature and thresholds."""

@@ -65,13 +65,19 @@ def check_rows(tokenized: Dataset, source: Source, space: LabelSpace, split: str
     return select(checked, [i for i in range(len(checked)) if i not in skipped])
 
 
+def text_problem(text: str, problem: str = "") -> str:
+    """A row's problem (`reason: message`), given what the reader found: an empty or blank text is one."""
+    if not problem and not text.strip():
+        return f"empty text: the text is empty ({text!r})"
+    return problem
+
+
 def _label_ids(batch: dict[str, list], space: LabelSpace, split: str) -> dict[str, list]:
     ids, problems = [], []
     for text, label, problem in zip(batch["text"], batch["label"], batch["problem"]):
         row_ids: tuple[int, ...] = ()
-        if not problem and not text.strip():
-            problem = f"empty text: the text is empty ({text!r})"
-        elif not problem:
+        problem = text_problem(text, problem)
+        if not problem:
             try:
                 row_ids = space.ids(json.loads(label))
             except LabelError as error:

@@ -38,16 +38,18 @@ def _open(path: Path):
     return path.open(encoding="utf-8-sig", newline="")
 
 
-def header_of(path: Path, header: bool) -> list[str] | int:
-    """The column names of a delimited file, or its number of columns when it has no header."""
+def header_of(path: Path, header: bool, delimiter: str | None = None) -> list[str] | int:
+    """The column names of a delimited file, or its number of columns when it has no header. The delimiter
+    follows the suffix unless given."""
     with _open(path) as stream:
-        first = next(csv.reader(stream, delimiter=DELIMITED[path.suffix.lower()]), None)
+        first = next(csv.reader(stream, delimiter=delimiter or DELIMITED[path.suffix.lower()]), None)
     if first is None:
         return [] if header else 0
     return [name.strip() for name in first] if header else len(first)
 
 
-def resolve_column(column: Column, header: list[str] | int, path: Path, key: str) -> int:
+def resolve_column(column: Column, header: list[str] | int, path: Path, key: str,
+                   header_key: str = "data.header=true") -> int:
     """A column by name or 0-based position -> its position; a clear error when it is not there."""
     if isinstance(header, int):  # no header row: positions only
         if isinstance(column, int) or str(column).isdigit():
@@ -55,7 +57,7 @@ def resolve_column(column: Column, header: list[str] | int, path: Path, key: str
                 return int(column)
         raise HeadfitConfigError(
             f"{path} has no header row and {header} columns, so {key} must be a position 0..{header - 1}, "
-            f"got {column!r}", where=key, fix=f"set {key}=<0-based column number>, or data.header=true")
+            f"got {column!r}", where=key, fix=f"set {key}=<0-based column number>, or {header_key}")
     if isinstance(column, int) or (str(column).isdigit() and str(column) not in header):
         if int(column) < len(header):
             return int(column)
@@ -66,11 +68,12 @@ def resolve_column(column: Column, header: list[str] | int, path: Path, key: str
 
 
 def read_delimited(path: str, header: bool, text: int, text_pair: int | None, label: int | None,
-                   label_columns: Sequence[int] | None) -> Iterator[dict[str, Any]]:
-    """Rows of a CSV/TSV file in the uniform raw layout (columns given as positions)."""
+                   label_columns: Sequence[int] | None, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV/TSV file in the uniform raw layout (columns given as positions; no label column: null).
+    The delimiter follows the suffix unless given."""
     path = Path(path)
     with _open(path) as stream:
-        reader = csv.reader(stream, delimiter=DELIMITED[path.suffix.lower()])
+        reader = csv.reader(stream, delimiter=delimiter or DELIMITED[path.suffix.lower()])
         width = None
         line = 1
         for fields in reader:
@@ -89,7 +92,8 @@ def read_delimited(path: str, header: bool, text: int, text_pair: int | None, la
             else:
                 row["text"] = fields[text]
                 row["text_pair"] = None if text_pair is None else fields[text_pair]
-                value = [fields[i] for i in label_columns] if label_columns else fields[label]
+                value = [fields[i] for i in label_columns] if label_columns else \
+                    None if label is None else fields[label]
                 row["label"] = json.dumps(value)
             yield row
             line = reader.line_num + 1
@@ -116,6 +120,14 @@ def read_jsonl(path: str, text: str, text_pair: str | None, label: str | None,
             value = [record.get(c) for c in label_columns] if label_columns else record.get(label)
             row["label"] = json.dumps(value)
             yield row
+
+
+def read_lines(path: str) -> Iterator[dict[str, Any]]:
+    """Rows of a plain text file, one text a line (texts to predict), in the uniform raw layout. An empty
+    line is a row with an empty text, so that the bad-row policy sees it."""
+    with _open(Path(path)) as stream:
+        for number, line in enumerate(stream, start=1):
+            yield {"line": number, "text": line.rstrip("\r\n"), "text_pair": None, "label": "null", "problem": ""}
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,285 @@
+"""Export a trained checkpoint for the serving stacks people already run: Hugging Face, or ONNX.
+
+    headfit-export best.ckpt --format hf exported/    # AutoModelForSequenceClassification / pipeline(...)
+    headfit-export best.ckpt --format onnx exported/  # exported/model.onnx (+ tokenizer) for onnxruntime
+
+- `hf`: a model directory (safetensors weights, tokenizer, config.json with id2label, label2id, problem_type).
+  Possible when the head is one linear layer on the encoder's pooler output (`head.pooling=cls`,
+  `head.hidden_size=null`, an encoder with a pooler): that is exactly what `BertForSequenceClassification`
+  computes (pooler -> dropout -> classifier). The fitted temperature is folded into the classifier (W/T, b/T)
+  and a 1-logit sigmoid head becomes two softmax logits [0, z] (softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]),
+  so HF's probabilities are headfit's. Thresholds go to config.json as `headfit.thresholds`; HF ignores them.
+- `onnx`: the whole model, any head: inputs input_ids, attention_mask (and token_type_ids when the tokenizer
+  makes them) with dynamic batch and sequence axes; outputs probabilities (temperature applied), decisions
+  (with the thresholds) and logits; label names, kind and thresholds in the graph's metadata.
+
+Each export is checked before it is written: the exported model must give headfit's probabilities on a few
+probe texts (within 1e-5 for hf, 1e-4 for onnx), else the command stops and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers.utils import logging as transformers_logging
+
+from headfit import __version__
+from headfit.errors import HeadfitConfigError, HeadfitError
+from headfit.heads import Head
+from headfit.module import ClassifierModule
+from headfit.predict import Predictor
+
+FORMATS = ("hf", "onnx")
+ONNX_OUTPUTS = ("probabilities", "decisions", "logits")
+PROBE = ["headfit", "an export check with a few more words, so that the rows of the batch differ in length",
+         "a third probe: a short one"]
+TOLERANCE = {"hf": 1e-5, "onnx": 1e-4}
+
+
+# ---- Hugging Face ----------------------------------------------------------------------------------------
+
+def hf_refusal(module: ClassifierModule) -> str | None:
+    """Why Hugging Face's `...ForSequenceClassification` cannot compute this model, or None when it can."""
+    head = module.head
+    if not isinstance(head, Head) or type(head).forward is not Head.forward or type(head).pool is not Head.pool:
+        return f"the head {type(head).__name__} computes its own forward pass, which HF's classes do not know"
+    if head.pooling != "cls":
+        return (f"the head pools with head.pooling={head.pooling} (the mean over tokens); HF's classes classify the "
+                f"encoder's pooler output ([CLS])")
+    if len(head.classifier) != 2 or not isinstance(head.classifier[-1], nn.Linear):
+        return "the head has a hidden layer (head.hidden_size); HF's classes put one linear layer on the pooler"
+    if getattr(module.encoder, "pooler", None) is None:
+        return (f"the encoder ({module.encoder.config.model_type}) has no pooler, so the head classifies the [CLS] "
+                f"state, while HF's classes for it add layers of their own")
+    return None
+
+
+def to_hf_model(module: ClassifierModule) -> PreTrainedModel:
+    """The module as an `AutoModelForSequenceClassification` whose probabilities are the module's."""
+    reason = hf_refusal(module)
+    model = None if reason else _sequence_classifier(module)
+    if model is None:
+        raise HeadfitConfigError(
+            f"a Hugging Face model cannot express this classifier: {reason or _no_plain_classifier(module)}",
+            where="the checkpoint's head (hparams.head) and encoder",
+            fix="export it with --format onnx, which runs the whole headfit model, any head; to export to HF, "
+                "train with head.pooling=cls head.hidden_size=null on an encoder with a pooler (e.g. BERT)")
+    weight, bias = _classifier_weights(module)
+    with torch.no_grad():
+        model.classifier.weight.copy_(weight)
+        model.classifier.bias.copy_(bias)
+    return model.eval()
+
+
+def _sequence_classifier(module: ClassifierModule) -> PreTrainedModel | None:
+    """HF's sequence classifier for the encoder, with the encoder's weights and the task's labels; None when
+    transformers has none whose head is a plain linear `classifier` on the pooler."""
+    task, head = module.task, module.head
+    config = copy.deepcopy(module.encoder.config)
+    config.num_labels = task.num_labels  # also for a 1-logit sigmoid head: it becomes 2 softmax logits
+    config.id2label = dict(enumerate(task.labels))
+    config.label2id = {name: i for i, name in enumerate(task.labels)}
+    config.problem_type = "multi_label_classification" if task.kind == "multilabel" else "single_label_classification"
+    config.classifier_dropout = head.classifier[0].p
+    config.headfit = {**decisions_metadata(module), "temperature_folded_into_weights": True}
+    try:
+        model = AutoModelForSequenceClassification.from_config(config)
+    except ValueError:  # no sequence classification class for this model type
+        return None
+    if not isinstance(getattr(model, "classifier", None), nn.Linear):
+        return None
+    loaded = model.base_model.load_state_dict(module.encoder.state_dict(), strict=False)
+    return None if loaded.missing_keys or loaded.unexpected_keys else model
+
+
+def _no_plain_classifier(module: ClassifierModule) -> str:
+    return (f"transformers has no sequence classifier for {module.encoder.config.model_type} that is one linear "
+            f"layer on the encoder's pooler")
+
+
+def _classifier_weights(module: ClassifierModule) -> tuple[Tensor, Tensor]:
+    linear = module.head.classifier[-1]
+    # Logits / T is the linear layer with W / T and b / T: the fitted temperature lives on in the weights.
+    weight, bias = linear.weight.detach() / module.temperature, linear.bias.detach() / module.temperature
+    if module.task.activation == "sigmoid" and module.task.kind == "binary":
+        # sigmoid(z) = softmax([0, z])[1]: two logits give HF's softmax headfit's [1 - p, p], and both label names
+        weight, bias = torch.cat([torch.zeros_like(weight), weight]), torch.cat([torch.zeros_like(bias), bias])
+    return weight, bias
+
+
+def export_hf(predictor: Predictor, out_dir: str | Path) -> dict[str, Any]:
+    """Write a Hugging Face model directory; returns what was written and the parity seen on the probe texts."""
+    out_dir = Path(out_dir)
+    module = _on_cpu(predictor.module)
+    model = to_hf_model(module)
+    encoded = predictor.tokenizer(PROBE, padding=True, truncation=True, max_length=predictor.max_length,
+                                  return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**encoded).logits
+    # What HF's text-classification pipeline applies: sigmoid for multi_label_classification, else softmax.
+    got = logits.sigmoid() if model.config.problem_type == "multi_label_classification" else logits.softmax(-1)
+    difference = _check_parity("hf", got.numpy(), predictor)
+    model.save_pretrained(out_dir)  # safetensors
+    _save_tokenizer(predictor, out_dir)
+    return {"dir": out_dir, "files": sorted(p.name for p in out_dir.iterdir()), "max_abs_difference": difference}
+
+
+# ---- ONNX ------------------------------------------------------------------------------------------------
+
+class _Exported(nn.Module):
+    """The whole headfit model for tracing: token ids -> probabilities, decisions, logits."""
+
+    def __init__(self, module: ClassifierModule):
+        super().__init__()
+        self.module = module
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor,
+                token_type_ids: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        logits = self.module(input_ids, attention_mask, **extra)
+        probabilities, decisions = self.module.decide(logits)
+        return probabilities, decisions, logits
+
+
+def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = None) -> dict[str, Any]:
+    """Write out_dir/model.onnx and the tokenizer; returns what was written and the parity seen on the probes."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise HeadfitConfigError(f"ONNX export needs onnx, onnxscript and onnxruntime ({error})", where="--format onnx",
+                                 fix='pip install "headfit[export]" (or: pip install onnx onnxscript onnxruntime)') \
+            from None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
+    module = _on_cpu(predictor.module)
+    names = ["input_ids", "attention_mask", *(["token_type_ids"] if "token_type_ids" in
+                                               predictor.tokenizer.model_input_names else [])]
+    encoded = predictor.tokenizer(PROBE, padding=True, truncation=True, max_length=predictor.max_length,
+                                  return_tensors="pt")
+    with warnings.catch_warnings(), _quiet("torch.onnx"):  # the exporter's notes (axis names, ...) are not the user's
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Exported(module).eval(), tuple(encoded[name] for name in names), str(path),
+                          dynamo=True, input_names=names, output_names=list(ONNX_OUTPUTS), opset_version=opset,
+                          dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names}, external_data=False,
+                          verbose=False)
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, {key: value if isinstance(value, str) else json.dumps(value)
+                                        for key, value in decisions_metadata(module).items()})
+    graph.doc_string = (f"headfit {__version__} classifier: probabilities (batch, {module.task.num_labels}) with the "
+                        f"temperature applied, decisions with the thresholds, raw logits; metadata: labels, kind, "
+                        f"thresholds")
+    onnx.save(graph, str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["probabilities"], {name: encoded[name].numpy() for name in names})[0]
+    try:
+        difference = _check_parity("onnx", got, predictor)
+    except HeadfitError:
+        path.unlink()  # an export that does not compute what headfit computes is not left behind
+        raise
+    _save_tokenizer(predictor, out_dir)
+    return {"dir": out_dir, "files": sorted(p.name for p in out_dir.iterdir()), "max_abs_difference": difference}
+
+
+# ---- shared ----------------------------------------------------------------------------------------------
+
+def decisions_metadata(module: ClassifierModule) -> dict[str, Any]:
+    """Labels, kind, thresholds by label name, temperature and max_length, as saved next to an export."""
+    task = module.task
+    return {"labels": list(task.labels), "kind": task.kind,
+            "thresholds": {name: round(t, 6) for name, t in module.thresholds_by_label().items()},
+            "temperature": float(module.temperature), "max_length": module.max_length, "headfit_version": __version__}
+
+
+def _check_parity(kind: str, got: np.ndarray, predictor: Predictor) -> float:
+    expected = predictor.predict_proba(PROBE, progress=False)
+    difference = float(np.abs(got - expected).max())
+    if not difference <= TOLERANCE[kind]:
+        raise HeadfitError(f"the {kind} export's probabilities differ from headfit's by {difference:.2e} on the "
+                           f"probe texts (allowed: {TOLERANCE[kind]:.0e})", where=f"--format {kind}",
+                           fix="nothing was written; try the other format, and please report this with the "
+                               "checkpoint's head and encoder")
+    return difference
+
+
+def _save_tokenizer(predictor: Predictor, out_dir: Path) -> None:
+    # model_max_length = the training max_length, so that `truncation=True` cuts texts where headfit does.
+    tokenizer = copy.deepcopy(predictor.tokenizer)
+    tokenizer.model_max_length = predictor.max_length
+    tokenizer.save_pretrained(out_dir)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _on_cpu(module: ClassifierModule) -> ClassifierModule:
+    return module if module.device.type == "cpu" else copy.deepcopy(module).cpu()
+
+
+def export(checkpoint: str | Path, format: str, out_dir: str | Path, *, tokenizer: str | None = None,
+           opset: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Load a checkpoint safely and export it (`format`: hf or onnx) to out_dir."""
+    if format not in FORMATS:
+        raise HeadfitConfigError(f"unknown export format {format!r}", where="--format", fix="use hf or onnx")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise HeadfitConfigError(f"{out_dir} exists and is not empty", where="OUT_DIR",
+                                 fix="give a new directory, or pass --overwrite to write into it")
+    predictor = Predictor.from_checkpoint(checkpoint, tokenizer=tokenizer, device="cpu")
+    return export_hf(predictor, out_dir) if format == "hf" else export_onnx(predictor, out_dir, opset)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="headfit-export", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export a headfit checkpoint as a Hugging Face model directory (--format hf) or an ONNX graph "
+                    "(--format onnx). See docs/predict.md for which heads each format can hold.",
+        epilog="examples:\n  headfit-export best.ckpt --format hf exported-hf/\n"
+               "  headfit-export best.ckpt --format onnx exported-onnx/")
+    parser.add_argument("checkpoint", help="a .ckpt written by headfit-train (checkpoints/best.ckpt)")
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="the directory to write")
+    parser.add_argument("--tokenizer", help="a tokenizer name or directory, for checkpoints saved without one")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    parser.add_argument("--overwrite", action="store_true", help="write into an OUT_DIR that is not empty")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = parser.parse_args(argv)
+    transformers_logging.disable_progress_bar()  # transformers' bars for loading and saving weights
+    try:
+        written = export(args.checkpoint, args.format, args.out_dir, tokenizer=args.tokenizer, opset=args.opset,
+                         overwrite=args.overwrite)
+    except HeadfitError as error:
+        if args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"headfit-export: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {written['dir']}: {', '.join(written['files'])}; probabilities match headfit's within "
+          f"{written['max_abs_difference']:.1e} on the probe texts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Label texts with a trained checkpoint: `python predict.py best.ckpt "a text" ...` or `--input FILE`.
+
+The same command as `headfit-predict`; the code lives in headfit/predict.py.
+"""
+
+import sys
+
+from headfit.predict import main
+
+if __name__ == "__main__":
+    sys.exit(main())
