@@ -22,6 +22,7 @@ from omegaconf.errors import MissingMandatoryValue
 from headfit.errors import HeadfitConfigError, HeadfitError
 from headfit.evaluation import evaluate
 from headfit.module import ClassifierModule
+from headfit.precision import check_precision
 from headfit.shape_check import check_shapes
 
 log = logging.getLogger("headfit")
@@ -42,6 +43,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task)
