@@ -26,6 +26,10 @@ from headfit.precision import check_precision
 from headfit.shape_check import check_shapes
 
 log = logging.getLogger("headfit")
+# encoder.<key> -> the ClassifierModule argument it sets (name_or_path is `encoder`); a key left out of an
+# encoder config keeps the module's default
+ENCODER_OPTIONS = {"freeze": "freeze_encoder", "freeze_layers": "freeze_layers",
+                   "gradient_checkpointing": "gradient_checkpointing"}
 
 
 def _config_dir() -> str:
@@ -51,7 +55,8 @@ def train(cfg: DictConfig) -> float | None:
     model = ClassifierModule(
         encoder=cfg.encoder.name_or_path, labels=datamodule.labels, kind=datamodule.kind, head=cfg.head,
         label_counts=datamodule.label_counts,
-        num_train_rows=datamodule.num_train_rows, **cfg.loss, **cfg.decision, **cfg.optim,
+        num_train_rows=datamodule.num_train_rows, **cfg.loss, **cfg.decision, **cfg.optim, **cfg.model,
+        **{argument: cfg.encoder[key] for key, argument in ENCODER_OPTIONS.items() if key in cfg.encoder},
     )
     check_shapes(model, next(iter(datamodule.train_dataloader())))
 
