@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from headfit.checkpoint import atomic_save, resolve_ckpt_path
 from headfit.errors import HeadfitConfigError, HeadfitError
 from headfit.evaluation import evaluate
 from headfit.module import ClassifierModule
@@ -49,6 +50,8 @@ def train(cfg: DictConfig) -> float | None:
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     pl.seed_everything(cfg.seed, workers=True)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
 
     datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task)
     datamodule.setup("fit")
@@ -60,10 +63,9 @@ def train(cfg: DictConfig) -> float | None:
     )
     check_shapes(model, next(iter(datamodule.train_dataloader())))
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None}
@@ -93,9 +95,7 @@ def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["state_dict"]["thresholds"] = model.thresholds.detach().cpu()
     state["state_dict"]["temperature"] = model.temperature.detach().cpu()
-    partial = Path(f"{checkpoint}.partial")
-    torch.save(state, partial)
-    os.replace(partial, checkpoint)
+    atomic_save(state, checkpoint)
 
 
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
