@@ -1,6 +1,9 @@
 """Precision and memory: trainer.precision checked against the device; freezing, gradient checkpointing,
 layer-wise lr decay, torch.compile and gradient accumulation, each validated with the key to change."""
 
+import importlib
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -12,6 +15,7 @@ from headfit.train import train
 from test_module import POS_NEG, datamodule, tiny_trainer
 from test_train import config
 
+ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["neg", "pos"]
 
 
@@ -209,3 +213,25 @@ def test_compiled_encoder_trains_and_its_checkpoint_loads_uncompiled(tmp_path, t
     assert not any("_orig_mod" in key for key in state)
     loaded = ClassifierModule.load_from_checkpoint(tmp_path / "compiled.ckpt", compile=False)
     assert all(torch.equal(state[k], v) for k, v in loaded.state_dict().items())
+
+
+# ---- benchmarks/gpu.py --------------------------------------------------------------------------------
+
+@pytest.fixture
+def gpu_benchmark(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module("gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without a GPU")
+def test_gpu_benchmark_says_it_needs_a_gpu(gpu_benchmark, capsys):
+    assert gpu_benchmark.main([]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_benchmark_runs_its_tiny_path_on_a_cpu(gpu_benchmark, capsys):
+    assert gpu_benchmark.main(["--device", "cpu", "--tiny", "--steps", "1", "--warmup", "1", "--batch-size", "4",
+                               "--seq-len", "16", "--no-write"]) == 0
+    assert "| samples/s | tokens/s | model TFLOP/s |" in capsys.readouterr().out
+    assert gpu_benchmark.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert gpu_benchmark.peak_tflops("NVIDIA A100-SXM4-40GB") == 312.0
