@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from headfit.errors import HeadfitConfigError
@@ -70,3 +71,62 @@ def tokenizer_from_files(files: Mapping[str, bytes]) -> PreTrainedTokenizerBase:
         for name, content in files.items():
             (Path(directory) / Path(name).name).write_bytes(content)  # a bare file name: nothing lands outside
         return AutoTokenizer.from_pretrained(directory)
+
+
+# ---- memory and what trains -----------------------------------------------------------------------
+
+def encoder_layers(encoder: PreTrainedModel, key: str) -> tuple[nn.Module, nn.ModuleList]:
+    """The embeddings and the transformer layers (bottom to top) of a BERT-like encoder; `key` names the config
+    key that needs them, for the error."""
+    count = encoder.config.num_hidden_layers
+    layers = next((m for m in encoder.modules() if isinstance(m, nn.ModuleList) and len(m) == count), None)
+    embeddings = getattr(encoder, "embeddings", None)
+    if layers is None or not isinstance(embeddings, nn.Module):
+        raise HeadfitConfigError(
+            f"cannot find the embeddings and the {count} layers of {type(encoder).__name__}", where=key,
+            fix="use a BERT-like encoder (an `embeddings` module and a list of config.num_hidden_layers layers), "
+                f"or leave {key} at its default",
+        )
+    return embeddings, layers
+
+
+def freeze(encoder: PreTrainedModel, everything: bool = False, first_layers: int = 0) -> None:
+    """Stop training the whole encoder, or its embeddings and first `first_layers` layers."""
+    if everything and first_layers:
+        raise HeadfitConfigError(f"encoder.freeze=true freezes every layer, and encoder.freeze_layers={first_layers} "
+                                 "asks for some", where="encoder.freeze, encoder.freeze_layers", fix="set only one")
+    if everything:
+        encoder.requires_grad_(False)
+        return
+    if first_layers == 0:
+        return
+    embeddings, layers = encoder_layers(encoder, "encoder.freeze_layers")
+    if not isinstance(first_layers, int) or not 0 <= first_layers <= len(layers):
+        raise HeadfitConfigError(f"freeze_layers must be a whole number from 0 to {len(layers)}, got {first_layers!r}",
+                                 where="encoder.freeze_layers",
+                                 fix=f"this encoder has {len(layers)} layers; encoder.freeze=true freezes all of it")
+    embeddings.requires_grad_(False)
+    for layer in layers[:first_layers]:
+        layer.requires_grad_(False)
+
+
+def layer_depths(encoder: PreTrainedModel) -> dict[int, int]:
+    """Each encoder parameter's depth from the top, by `id(parameter)`, for layer-wise learning-rate decay: the top
+    layer 1, the one below it 2, ..., the bottom layer L, the embeddings L + 1. Parameters in neither (a pooler, a
+    final norm) are missing: they sit above the layers, with the head."""
+    embeddings, layers = encoder_layers(encoder, "optim.layer_decay")
+    depths = {id(p): len(layers) + 1 for p in embeddings.parameters()}
+    for index, layer in enumerate(layers):
+        depths.update({id(p): len(layers) - index for p in layer.parameters()})
+    return depths
+
+
+def enable_gradient_checkpointing(encoder: PreTrainedModel) -> None:
+    """Recompute each layer's activations in the backward pass instead of keeping them: less memory, slower steps.
+    Non-reentrant, so it works with frozen layers and inputs that need no gradient; off in eval mode."""
+    if not encoder.supports_gradient_checkpointing:
+        raise HeadfitConfigError(f"{type(encoder).__name__} does not support gradient checkpointing",
+                                 where="encoder.gradient_checkpointing", fix="set encoder.gradient_checkpointing=false")
+    # transformers >= 5.x calls it activation_checkpointing_enable; the old name is a deprecated alias
+    enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
+    enable({"use_reentrant": False})

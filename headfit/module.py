@@ -14,6 +14,7 @@ a checkpoint alone is enough to predict (headfit/predict.py).
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +28,8 @@ from torchmetrics import CatMetric
 from transformers import get_linear_schedule_with_warmup
 
 from headfit.decision import calibration_error, fit_temperature, tune_binary_threshold, tune_thresholds
-from headfit.encoder import load_encoder, tokenizer_files, tokenizer_from_files
+from headfit.encoder import (enable_gradient_checkpointing, freeze, layer_depths, load_encoder, tokenizer_files,
+                             tokenizer_from_files)
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.heads import Head
 from headfit.task import Task
@@ -62,6 +64,11 @@ class ClassifierModule(pl.LightningModule):
         lr: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
+        layer_decay: float = 1.0,
+        freeze_encoder: bool = False,
+        freeze_layers: int = 0,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
         encoder_config: dict[str, Any] | None = None,
     ):
         super().__init__()
@@ -79,6 +86,12 @@ class ClassifierModule(pl.LightningModule):
         self.head = instantiate(head, in_features=self.encoder.config.hidden_size, num_outputs=self.task.num_outputs)
         if getattr(self.head, "pooling", "cls") != "cls" and getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler.requires_grad_(False)  # unused by this head: no optimizer state, no DDP complaint
+        check_scale_options(layer_decay, compile)
+        freeze(self.encoder, freeze_encoder, freeze_layers)
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(self.encoder)
+        if compile:
+            self.encoder.compile()  # in place: the state dict keeps its keys, so checkpoints load either way
 
         weights = self.task.resolve_class_weights(class_weights, label_counts, num_train_rows)
         # class weights are buffers in the loss module: they move with the module
@@ -242,16 +255,42 @@ class ClassifierModule(pl.LightningModule):
     # ---- optimisation ----------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        # No weight decay on biases and LayerNorm weights (every 1-D parameter), as in BERT's recipe.
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": self.hparams.weight_decay},
-                  {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
         # The fused kernel: on CPU the default is a Python loop over tensors, 5x slower on MiniLM (benchmarks/).
         fused = self.device.type in ("cpu", "cuda")
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, fused=fused)
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.lr, fused=fused)
+        # Optimizer steps, not batches: Lightning divides by trainer.accumulate_grad_batches.
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW's parameter groups. No weight decay on biases and LayerNorm weights (every 1-D parameter), as in
+        BERT's recipe. With layer_decay < 1, a parameter `depth` layers below the top of the encoder trains at
+        lr x layer_decay^depth (layer_depths: the embeddings lowest); the head and the pooler at lr."""
+        lr, decay = self.hparams.lr, self.hparams.layer_decay
+        depths = layer_depths(self.encoder) if decay < 1 else {}
+        groups: dict[tuple[int, bool], dict[str, Any]] = {}
+        for parameter in self.parameters():
+            if not parameter.requires_grad:  # frozen: no optimizer state
+                continue
+            depth, decayed = depths.get(id(parameter), 0), parameter.ndim >= 2
+            group = groups.setdefault((depth, decayed), {
+                "params": [], "lr": lr * decay**depth, "weight_decay": self.hparams.weight_decay if decayed else 0.0})
+            group["params"].append(parameter)
+        return list(groups.values())
+
+
+def check_scale_options(layer_decay: float, compile: bool) -> None:
+    if not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
+        raise HeadfitConfigError(f"layer_decay must be in (0, 1], got {layer_decay!r}", where="optim.layer_decay",
+                                 fix="use e.g. 0.9 (each layer down trains at 0.9x the lr of the one above), or 1 for "
+                                     "one lr everywhere")
+    if not isinstance(compile, bool):
+        raise HeadfitConfigError(f"compile must be true or false, got {compile!r}", where="model.compile",
+                                 fix="model.compile=true or model.compile=false")
+    if compile and not torch.cuda.is_available() and not any(map(shutil.which, ("c++", "g++", "clang++"))):
+        raise HeadfitConfigError("torch.compile on a CPU needs a C++ compiler, and none is on the PATH",
+                                 where="model.compile", fix="install one (e.g. g++), or set model.compile=false")
 
 
 def initial_thresholds(task: Task, thresholds: str | float | Sequence[float] | None) -> Tensor:

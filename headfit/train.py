@@ -25,14 +25,20 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from pytorch_lightning.utilities import rank_zero_only
 
+from headfit.checkpoint import atomic_save, resolve_ckpt_path
 from headfit.distributed import end_ranks, launch_ranks_on_this_job
 from headfit.errors import HeadfitConfigError, HeadfitError
 from headfit.evaluation import evaluate
 from headfit.module import ClassifierModule
+from headfit.precision import check_precision
 from headfit.shape_check import check_shapes
 from headfit.sweep import record_failure
 
 log = logging.getLogger("headfit")
+# encoder.<key> -> the ClassifierModule argument it sets (name_or_path is `encoder`); a key left out of an
+# encoder config keeps the module's default
+ENCODER_OPTIONS = {"freeze": "freeze_encoder", "freeze_layers": "freeze_layers",
+                   "gradient_checkpointing": "gradient_checkpointing"}
 
 
 def _config_dir() -> str:
@@ -51,22 +57,25 @@ def train(cfg: DictConfig) -> float | None:
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP ranks 1.. run train() too, and write nothing (headfit/distributed.py)
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     pl.seed_everything(cfg.seed, workers=True)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
 
     datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task)
     datamodule.setup("fit")
     model = ClassifierModule(
         encoder=cfg.encoder.name_or_path, labels=datamodule.labels, kind=datamodule.kind, head=cfg.head,
         label_counts=datamodule.label_counts,
-        num_train_rows=datamodule.num_train_rows, **cfg.loss, **cfg.decision, **cfg.optim,
+        num_train_rows=datamodule.num_train_rows, **cfg.loss, **cfg.decision, **cfg.optim, **cfg.model,
+        **{argument: cfg.encoder[key] for key, argument in ENCODER_OPTIONS.items() if key in cfg.encoder},
     )
     check_shapes(model, next(iter(datamodule.train_dataloader())))
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     launch_ranks_on_this_job(trainer)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None, "world_size": trainer.world_size}
@@ -96,9 +105,7 @@ def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["state_dict"]["thresholds"] = model.thresholds.detach().cpu()
     state["state_dict"]["temperature"] = model.temperature.detach().cpu()
-    partial = Path(f"{checkpoint}.partial")
-    torch.save(state, partial)
-    os.replace(partial, checkpoint)
+    atomic_save(state, checkpoint)
 
 
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")

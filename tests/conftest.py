@@ -13,6 +13,26 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 from headfit.data.demo import ASIDES, CLAUSES, OPENERS, SLOTS
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (minutes each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")])])
+def device(request) -> str:
+    """The device a test runs on: the CPU, and a CUDA GPU where there is one (`pytest -m cuda`: only those)."""
+    return request.param
+
+
 EXTRA_WORDS = "good bad great awful fine movie film plot this that is was a an it not very sports food weather".split()
 
 

@@ -34,23 +34,26 @@ def test_labels_with_too_few_positives_keep_half():
 
 
 @pytest.mark.parametrize("weights", [None, [1.0, 3.0, 0.5]])
-def test_focal_loss_equals_cross_entropy_at_gamma_zero(weights):
-    logits, targets = torch.randn(16, 3), torch.randint(0, 3, (16,))
+def test_focal_loss_equals_cross_entropy_at_gamma_zero(weights, device):
+    logits, targets = torch.randn(16, 3, device=device), torch.randint(0, 3, (16,), device=device)
     task = Task("multiclass", TOPICS)
-    assert task.loss(weights, focal_gamma=0.0)(logits, targets).item() == pytest.approx(
-        task.loss(weights)(logits, targets).item(), rel=1e-5)
-    assert task.loss(weights, focal_gamma=2.0)(logits, targets) < task.loss(weights)(logits, targets)
+
+    def loss(**options):
+        return task.loss(weights, **options).to(device)(logits, targets)
+
+    assert loss(focal_gamma=0.0).item() == pytest.approx(loss().item(), rel=1e-5)
+    assert loss(focal_gamma=2.0) < loss()
 
 
-def test_sigmoid_focal_loss_equals_bce_at_gamma_zero():
-    logits, targets = torch.randn(16, 3), torch.randint(0, 2, (16, 3)).float()
+def test_sigmoid_focal_loss_equals_bce_at_gamma_zero(device):
+    logits, targets = torch.randn(16, 3, device=device), torch.randint(0, 2, (16, 3), device=device).float()
     task = Task("multilabel", TOPICS, "sigmoid")
-    assert task.loss([1.0, 2.0, 3.0], focal_gamma=0.0)(logits, targets).item() == pytest.approx(
-        task.loss([1.0, 2.0, 3.0])(logits, targets).item(), rel=1e-5)
+    assert task.loss([1.0, 2.0, 3.0], focal_gamma=0.0).to(device)(logits, targets).item() == pytest.approx(
+        task.loss([1.0, 2.0, 3.0]).to(device)(logits, targets).item(), rel=1e-5)
     binary = Task("binary", ("neg", "pos"), "sigmoid")
-    one_logit, labels = torch.randn(8, 1), torch.randint(0, 2, (8,)).float()
-    assert binary.loss(focal_gamma=0.0)(one_logit, labels).item() == pytest.approx(
-        binary.loss()(one_logit, labels).item(), rel=1e-5)
+    one_logit, labels = torch.randn(8, 1, device=device), torch.randint(0, 2, (8,), device=device).float()
+    assert binary.loss(focal_gamma=0.0).to(device)(one_logit, labels).item() == pytest.approx(
+        binary.loss().to(device)(one_logit, labels).item(), rel=1e-5)
 
 
 def test_loss_options_are_validated_against_the_head():

@@ -49,7 +49,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_every_kind_and_label_format_trains_and_decodes_to_names(case, tmp_path, tiny_encoder):
+def test_every_kind_and_label_format_trains_and_decodes_to_names(case, device, tmp_path, tiny_encoder):
     fmt, labels, head, kind = CASES[case]
     dm = datamodule(tmp_path, tiny_encoder, labels, fmt)
     dm.setup("fit")
@@ -57,12 +57,12 @@ def test_every_kind_and_label_format_trains_and_decodes_to_names(case, tmp_path,
     module = ClassifierModule(encoder=tiny_encoder, labels=dm.labels, kind=dm.kind, head=head)
     check_shapes(module, next(iter(dm.train_dataloader())))
     before = [p.detach().clone() for p in module.head.parameters()]
-    trainer = tiny_trainer()
+    trainer = tiny_trainer(accelerator=device)
     trainer.fit(module, datamodule=dm)
-    assert trainer.global_step == 2
-    assert any(not torch.equal(a, b) for a, b in zip(before, module.head.parameters()))  # it learned something
+    assert trainer.global_step == 2 and module.device.type == device
+    assert any(not torch.equal(a, b.cpu()) for a, b in zip(before, module.head.parameters()))  # it learned something
     predictions = trainer.predict(module, dm.val_dataloader())
-    probabilities = torch.cat([p["probabilities"] for p in predictions])
+    probabilities = torch.cat([p["probabilities"] for p in predictions]).cpu()
     names = [name for p in predictions for name in p["labels"]]
     assert probabilities.shape == (4, len(dm.labels))
     assert len(names) == 4
@@ -118,12 +118,14 @@ def test_load_from_checkpoint_needs_no_config_and_no_original_encoder(tmp_path, 
     assert torch.allclose(module(**inputs), loaded(**inputs))
 
 
-def test_class_weights_are_buffers_that_move_with_the_module(tiny_encoder):
+def test_class_weights_are_buffers_that_move_with_the_module(device, tiny_encoder):
     module = ClassifierModule(encoder=tiny_encoder, labels=["a", "b", "c"], kind="multiclass",
                               class_weights=[1.0, 2.0, 3.0])
     assert any(buffer is module.loss_fn.weight for buffer in module.buffers())
-    module.to(torch.float64)
-    assert module.loss_fn.weight.dtype == torch.float64
+    module.to(device, torch.float64)
+    assert module.loss_fn.weight.dtype == torch.float64 and module.loss_fn.weight.device.type == device
+    logits = torch.randn(4, 3, device=device, dtype=torch.float64)
+    assert module.loss_fn(logits, module.task.targets(torch.tensor([0, 1, 2, 1], device=device))).isfinite()
 
 
 def test_balanced_weights_from_the_data(tmp_path, tiny_encoder):

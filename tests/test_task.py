@@ -19,16 +19,16 @@ TOPICS = ("food", "sports", "weather")
         ("multilabel", TOPICS, "sigmoid", 3, torch.float32, nn.BCEWithLogitsLoss),
     ],
 )
-def test_contract_table(kind, labels, activation, outputs, target_dtype, loss_type):
+def test_contract_table(kind, labels, activation, outputs, target_dtype, loss_type, device):
     task = Task(kind, labels, activation)
     assert task.num_outputs == outputs
     labels_in = torch.tensor([[1, 0, 1], [0, 1, 0]]) if kind == "multilabel" else torch.tensor([1, 0])
-    targets = task.targets(labels_in)
-    assert targets.dtype == target_dtype
+    targets = task.targets(labels_in.to(device))
+    assert targets.dtype == target_dtype and targets.device.type == device
     assert targets.shape == ((2, 3) if kind == "multilabel" else (2,))
-    loss_fn = task.loss()
+    loss_fn = task.loss().to(device)
     assert isinstance(loss_fn, loss_type)
-    logits = torch.randn(2, outputs, requires_grad=True)
+    logits = torch.randn(2, outputs, device=device, requires_grad=True)
     loss = loss_fn(logits, targets)
     loss.backward()
     assert loss.ndim == 0 and logits.grad is not None

@@ -103,6 +103,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
                              "num_labels": num_labels}
         self.label_space: LabelSpace | None = None
         self.datasets: dict[str, Dataset] = {}
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches trained), from a checkpoint
 
     # ---- what the model needs to know -----------------------------------------------------------
 
@@ -231,12 +232,36 @@ class TextClassificationDataModule(pl.LightningDataModule):
         accelerated = trainer is not None and trainer.accelerator.__class__.__name__ != "CPUAccelerator"
         workers = self.num_workers if self.num_workers is not None else (min(4, os.cpu_count() or 1)
                                                                           if accelerated else 0)
-        return DataLoader(_Rows(data), batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
-                          num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=self.pin_memory if self.pin_memory is not None else accelerated)
+        # Its own generator: by default every iter() of a DataLoader draws a seed from the global RNG, so a resumed
+        # run, which builds its iterators at other times, would draw different dropout masks.
+        return (_ResumableLoader if train else DataLoader)(
+            _Rows(data), batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
+            num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=self.pin_memory if self.pin_memory is not None else accelerated,
+            generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        loader = self._loader("train", train=True)
+        if self.resume_at is not None:  # continue the interrupted epoch where it stopped, not from its start
+            loader.sampler.resume(*self.resume_at)
+            self.resume_at = None
+        return loader
+
+    # ---- resuming: a checkpoint records where the training batches stopped ------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch and the number of its batches trained when a checkpoint is saved."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch:  # the next epoch, from its start: its order must be known before the loader
+            return {"epoch": trainer.current_epoch + 1, "batches_done": 0}  # starts (workers read ahead)
+        return {"epoch": trainer.current_epoch, "batches_done": progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self.resume_at = (state_dict["epoch"], state_dict["batches_done"])
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)
@@ -246,6 +271,19 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader | list:
         return self.test_dataloader()
+
+
+class _ResumableLoader(DataLoader):
+    """The training loader. Lightning warns on a mid-epoch resume unless the loader has `state_dict` and
+    `load_state_dict`; this one does resume, from the data module's state, which Lightning restores before the
+    loader is built (Lightning's own loader-state path is skipped when configure_optimizers asks for
+    estimated_stepping_batches, as headfit's does: Lightning-AI/pytorch-lightning#20550)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
 
 
 class _Rows(torch.utils.data.Dataset):

@@ -12,6 +12,10 @@ that no rank is left without a batch).
 
 It subclasses DistributedSampler so that Lightning keeps it under DDP instead of replacing it, and calls
 its `set_epoch` every epoch. Use it as `DataLoader(..., sampler=sampler, batch_size=batch_size)`.
+
+Resuming mid-epoch: `resume(epoch, batches)` makes the next pass over that epoch start after its first `batches`
+batches, as Lightning expects when it restores a run (it counts those batches as done, so `len()` stays the
+whole epoch's).
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ class LengthGroupedSampler(DistributedSampler):
         super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.lengths = torch.as_tensor(lengths, dtype=torch.long)
         self.batch_size, self.pool_batches = batch_size, pool_batches
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
+
+    def resume(self, epoch: int, batches: int) -> None:
+        self.set_epoch(epoch)
+        self.resume_at = (epoch, batches)
 
     def global_batches(self) -> list[torch.Tensor]:
         """This epoch's global batches (row indices), in order, before they are split between ranks."""
@@ -44,7 +53,10 @@ class LengthGroupedSampler(DistributedSampler):
         return [full[i] for i in torch.randperm(len(full), generator=generator)] + short
 
     def _slices(self) -> Iterator[torch.Tensor]:
-        for batch in self.global_batches():
+        batches = self.global_batches()
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            batches, self.resume_at = batches[self.resume_at[1]:], None
+        for batch in batches:
             if len(batch) < self.num_replicas:  # too few rows for every rank: repeat some (see module doc)
                 batch = batch.repeat(self.num_replicas)[: self.num_replicas]
             yield batch.tensor_split(self.num_replicas)[self.rank]
