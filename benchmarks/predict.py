@@ -6,14 +6,17 @@ For each data set (SST-2 dev: 872 rows, binary; GoEmotions test: 5,427 rows, 28 
    on a seeded sample of the training file, from the bundled MiniLM-L6, with head.pooling=cls so that the HF
    export holds it: every system runs the same weights;
 2. exported with headfit's exporters to a Hugging Face directory and to ONNX;
-3. one timed pass over the texts per system, each after an untimed warm-up on 32 texts:
-     headfit       Predictor.predict(texts): batch 32, sorted by length; results with names and every score
+3. timed passes over the texts per system (the median of --repeats, default 3), after an untimed warm-up on 32
+   texts:
+     headfit       Predictor.from_checkpoint(...).predict(texts): PyTorch, batch 32 sorted by length; results
+                   with names and every score
+     headfit ONNX  Predictor.from_onnx(<ONNX export>).predict(texts): the same through onnxruntime
      pipeline      pipeline("text-classification", model=<HF export>, batch_size=32, top_k=None)(texts,
                    truncation=True): batches in input order, every score per text
-     onnxruntime   the ONNX export, batch 32 sorted by length, tokenised per batch
-     CLI           headfit-predict on a .txt of the texts: wall time including start-up and model loading
-4. texts/s, headfit / pipeline (target >= 2x), padding efficiency of both batch orders, and the largest
-   difference between headfit's probabilities and the others'.
+     CLI           headfit-predict on a .txt of the texts, with the checkpoint and with the ONNX export: one run
+                   each, wall time including start-up and model loading
+4. texts/s, headfit / pipeline for both headfit backends (target >= 2x), padding efficiency of both batch
+   orders, and the largest difference between headfit's probabilities and the others'.
 
     python benchmarks/predict.py                                 # full run; writes its section of docs/benchmarks.md
     python benchmarks/predict.py --max-rows 64 --train-steps 1   # smoke run; prints only
@@ -27,10 +30,10 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import logging
 import random
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,62 +102,36 @@ def train_quick(spec: dict[str, Any], folder: Path, steps: int, out: Path) -> Pa
 
 # ---- the systems --------------------------------------------------------------------------------
 
-def timed(run, warm_up) -> tuple[float, Any]:
+def timed(run, warm_up, repeats: int) -> tuple[float, Any]:
+    """The median wall time of `repeats` runs (the machine's other load moves single runs), and the last result."""
     warm_up()
-    start = time.perf_counter()
-    result = run()
-    return time.perf_counter() - start, result
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
 
 
-def run_headfit(checkpoint: Path, texts: list[str], device: str) -> tuple[float, Any]:
-    from headfit import Predictor
-
-    predictor = Predictor.from_checkpoint(checkpoint, batch_size=BATCH_SIZE, device=device)
-    seconds, results = timed(lambda: predictor.predict(texts, progress=False),
-                             lambda: predictor.predict(texts[:BATCH_SIZE], progress=False))
-    return seconds, (predictor, results)
+def run_headfit(predictor, texts: list[str], repeats: int) -> tuple[float, Any]:
+    return timed(lambda: predictor.predict(texts, progress=False),
+                 lambda: predictor.predict(texts[:BATCH_SIZE], progress=False), repeats)
 
 
-def run_pipeline(hf_dir: Path, texts: list[str], labels: list[str], device: str) -> tuple[float, Any]:
+def run_pipeline(hf_dir: Path, texts: list[str], labels: list[str], device: str, repeats: int) -> tuple[float, Any]:
     import numpy as np
     from transformers import pipeline
 
     classify = pipeline("text-classification", model=str(hf_dir), batch_size=BATCH_SIZE, top_k=None, device=device)
     seconds, rows = timed(lambda: classify(texts, truncation=True),
-                          lambda: classify(texts[:BATCH_SIZE], truncation=True))
+                          lambda: classify(texts[:BATCH_SIZE], truncation=True), repeats)
     return seconds, np.array([[{e["label"]: e["score"] for e in row}[name] for name in labels] for row in rows])
 
 
-def run_onnx(onnx_dir: Path, texts: list[str], max_length: int) -> tuple[float, Any]:
-    import numpy as np
-    import onnxruntime
-    from transformers import AutoTokenizer
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = cores()
-    session = onnxruntime.InferenceSession(str(onnx_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    tokenizer = AutoTokenizer.from_pretrained(onnx_dir)
-    names = [i.name for i in session.get_inputs()]
-
-    def predict(batch_texts: list[str]) -> np.ndarray:
-        lengths = [len(ids) for ids in tokenizer(batch_texts, truncation=True, max_length=max_length)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")[::-1]
-        probabilities = np.zeros((len(batch_texts), len(json.loads(session.get_modelmeta()
-                                                                    .custom_metadata_map["labels"]))), np.float32)
-        for start in range(0, len(order), BATCH_SIZE):
-            index = order[start:start + BATCH_SIZE]
-            encoded = tokenizer([batch_texts[i] for i in index], padding=True, truncation=True, max_length=max_length,
-                                return_tensors="np")
-            probabilities[index] = session.run(["probabilities"], {n: encoded[n] for n in names})[0]
-        return probabilities
-
-    return timed(lambda: predict(texts), lambda: predict(texts[:BATCH_SIZE]))
-
-
-def run_cli(checkpoint: Path, texts: list[str], out: Path, device: str) -> float:
+def run_cli(model: Path, texts: list[str], out: Path, device: str) -> float:
     source, target = out / "texts.txt", out / "predictions.jsonl"
     source.write_text("".join(" ".join(text.split()) + "\n" for text in texts), encoding="utf-8")
-    command = [sys.executable, str(REPO / "predict.py"), str(checkpoint), "--input", str(source), "--batch-size",
+    command = [sys.executable, str(REPO / "predict.py"), str(model), "--input", str(source), "--batch-size",
                str(BATCH_SIZE), "--output", str(target), "--no-progress", "--device", device]
     start = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
@@ -172,6 +149,7 @@ def padding_efficiency(lengths: list[int], sort: bool) -> float:
 def measure(name: str, spec: dict[str, Any], args: argparse.Namespace, out: Path, device: str) -> dict[str, Any]:
     import numpy as np
 
+    from headfit import Predictor
     from headfit.export import export
 
     folder = args.data_dir / spec["folder"]
@@ -186,39 +164,48 @@ def measure(name: str, spec: dict[str, Any], args: argparse.Namespace, out: Path
     export(checkpoint, "onnx", onnx_dir)
 
     print(f"{name}: {len(texts)} texts; headfit", flush=True)
-    seconds, (predictor, results) = run_headfit(checkpoint, texts, device)
+    predictor = Predictor.from_checkpoint(checkpoint, batch_size=BATCH_SIZE, device=device)
+    seconds, results = run_headfit(predictor, texts, args.repeats)
     probabilities = np.stack([r["probabilities"] for r in results])
+    print(f"{name}: headfit ONNX", flush=True)
+    onnx_s, onnx_results = run_headfit(Predictor.from_onnx(onnx_dir, batch_size=BATCH_SIZE), texts, args.repeats)
+    onnx_p = np.stack([r["probabilities"] for r in onnx_results])
     print(f"{name}: pipeline", flush=True)
-    pipeline_s, pipeline_p = run_pipeline(hf_dir, texts, predictor.labels, device)
-    print(f"{name}: onnxruntime", flush=True)
-    onnx_s, onnx_p = run_onnx(onnx_dir, texts, predictor.max_length)
-    cli_s = None
+    pipeline_s, pipeline_p = run_pipeline(hf_dir, texts, predictor.labels, device, args.repeats)
+    cli_s = cli_onnx_s = None
     if not args.no_cli:
         print(f"{name}: headfit-predict", flush=True)
         cli_s = run_cli(checkpoint, texts, out, device)
+        cli_onnx_s = run_cli(onnx_dir, texts, out, "cpu")
     lengths = [len(ids) for ids in predictor.tokenizer(texts, truncation=True,
                                                        max_length=predictor.max_length)["input_ids"]]
     return {"name": name, "rows": len(texts), "kind": predictor.task.kind, "labels": len(predictor.labels),
             "trained": trained, "checkpoint": checkpoint, "max_length": predictor.max_length,
             "headfit": len(texts) / seconds, "pipeline": len(texts) / pipeline_s, "onnx": len(texts) / onnx_s,
             "cli": None if cli_s is None else len(texts) / cli_s, "cli_s": cli_s,
+            "cli_onnx": None if cli_onnx_s is None else len(texts) / cli_onnx_s, "cli_onnx_s": cli_onnx_s,
             "padding_sorted": padding_efficiency(lengths, sort=True),
             "padding_input_order": padding_efficiency(lengths, sort=False),
             "diff_pipeline": float(np.abs(pipeline_p - probabilities).max()),
-            "diff_onnx": float(np.abs(onnx_p - probabilities).max())}
+            "diff_onnx": float(np.abs(onnx_p - probabilities).max()),
+            "labels_agree": [r.get("label", r.get("labels")) for r in results] ==
+                            [r.get("label", r.get("labels")) for r in onnx_results]}
 
 
 # ---- report -------------------------------------------------------------------------------------
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| data set | rows | headfit texts/s | pipeline texts/s | headfit / pipeline | onnxruntime texts/s "
-             "| headfit-predict texts/s (with start-up) | padding efficiency: sorted / input order "
-             "| max abs diff vs headfit: pipeline / onnxruntime |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = ["| data set | rows | headfit texts/s | headfit ONNX texts/s | pipeline texts/s "
+             "| headfit / pipeline | headfit ONNX / pipeline "
+             "| headfit-predict texts/s (with start-up): checkpoint / ONNX | padding efficiency: sorted / input order "
+             "| max abs diff vs headfit: pipeline / ONNX |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in results:
-        cli = "not run" if r["cli"] is None else f"{r['cli']:.1f} ({r['cli_s']:.0f} s)"
+        cli = "not run" if r["cli"] is None else \
+            f"{r['cli']:.1f} ({r['cli_s']:.0f} s) / {r['cli_onnx']:.1f} ({r['cli_onnx_s']:.0f} s)"
         lines.append(f"| {r['name']} ({r['kind']}, {r['labels']} labels) | {r['rows']:,} | {r['headfit']:.1f} "
-                     f"| {r['pipeline']:.1f} | {r['headfit'] / r['pipeline']:.2f}x | {r['onnx']:.1f} | {cli} "
+                     f"| {r['onnx']:.1f} | {r['pipeline']:.1f} | {r['headfit'] / r['pipeline']:.2f}x "
+                     f"| {r['onnx'] / r['pipeline']:.2f}x | {cli} "
                      f"| {100 * r['padding_sorted']:.1f} % / {100 * r['padding_input_order']:.1f} % "
                      f"| {r['diff_pipeline']:.1e} / {r['diff_onnx']:.1e} |")
     return "\n".join(lines)
@@ -226,34 +213,37 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def section(args: argparse.Namespace, results: list[dict[str, Any]], command: str, info: dict[str, str],
             device: str) -> str:
+    import onnxruntime
     import torch
 
     models = "; ".join(f"{r['name']}: " + (f"trained here for {args.train_steps} steps of {BATCH_SIZE} rows"
                                            if r["trained"] else f"`{r['checkpoint']}`") for r in results)
-    verdicts = [f"- headfit >= {TARGET:.0f}x the pipeline on {r['name']}: {r['headfit'] / r['pipeline']:.2f}x, "
-                f"**{'met' if r['headfit'] / r['pipeline'] >= TARGET else 'not met'}**" for r in results]
+    verdicts = [f"- headfit >= {TARGET:.0f}x the pipeline on {r['name']}: {backend} {r[key] / r['pipeline']:.2f}x, "
+                f"**{'met' if r[key] / r['pipeline'] >= TARGET else 'not met'}**"
+                for r in results for backend, key in [("PyTorch (checkpoint)", "headfit"), ("ONNX export", "onnx")]]
     return "\n".join([
-        f"Written by `benchmarks/predict.py` on {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; one run "
-        "per system, wall-clock, after an untimed warm-up on 32 texts: other load on the machine moves the numbers.",
+        f"Written by `benchmarks/predict.py` on {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; per system "
+        f"the median of {args.repeats} timed passes over the texts (wall-clock, after an untimed warm-up on 32 "
+        "texts; other load on the machine moves single passes), the command line one run each.",
         "",
         f"- Command: `{command}`",
         f"- Machine: {info['cpu']}; device: {device}; torch threads: {torch.get_num_threads()}, onnxruntime "
-        f"intra-op threads: {cores()}",
+        f"{onnxruntime.__version__} (CPU provider, its default threads)",
         f"- Versions: {info['versions']}",
         "- Same model in every system: the bundled MiniLM-L6 with a linear head on the pooler (`head.pooling=cls`), "
         f"exported with `headfit-export --format hf` and `--format onnx`. Models: {models}. Texts truncated at "
         f"max_length {results[0]['max_length'] if results else '?'} everywhere (the pipeline with `truncation=True`"
         " and the export's tokenizer).",
-        f"- headfit: `Predictor.predict(texts)` with batch size {BATCH_SIZE}, batches sorted by length, results in "
-        "input order with label names (the tuned-threshold decisions) and every label's probability. pipeline: "
-        f"`pipeline(\"text-classification\", model=<HF export>, batch_size={BATCH_SIZE}, top_k=None)` on the list "
-        "of texts, every label's score per text, batches in input order. onnxruntime: the ONNX export in an "
-        f"`InferenceSession` (CPU provider), batch {BATCH_SIZE} sorted by length, tokenised per batch. "
+        f"- headfit: `Predictor.from_checkpoint(ckpt).predict(texts)` (PyTorch) and "
+        f"`Predictor.from_onnx(export).predict(texts)` (onnxruntime), batch size {BATCH_SIZE}, batches sorted by "
+        "length, results in input order with label names (the tuned-threshold decisions) and every label's "
+        f"probability. pipeline: `pipeline(\"text-classification\", model=<HF export>, batch_size={BATCH_SIZE}, "
+        "top_k=None)` on the list of texts, every label's score per text, batches in input order. "
         "headfit-predict: the command on a .txt of the texts, writing JSONL, timed from start to exit (start-up "
         "and model loading included, so it is slower per text than the Predictor on small inputs).",
-        "- Padding efficiency: real tokens / padded tokens over the batches of 32, in length order (headfit, "
-        "onnxruntime) and in input order (pipeline). Max abs diff: the largest difference between headfit's "
-        "probabilities and the other system's, over all texts and labels.",
+        "- Padding efficiency: real tokens / padded tokens over the batches of 32, in length order (headfit) and in "
+        "input order (pipeline). Max abs diff: the largest difference between headfit's (PyTorch) probabilities "
+        "and the other system's, over all texts and labels.",
         "",
         table(results),
         "",
@@ -261,8 +251,9 @@ def section(args: argparse.Namespace, results: list[dict[str, Any]], command: st
         "",
         *[f"- {r['name']}: length-sorted batches process {r['padding_sorted'] / r['padding_input_order']:.2f}x fewer "
           f"tokens than input-order ones ({100 * r['padding_input_order']:.1f} % -> {100 * r['padding_sorted']:.1f} % "
-          "padding efficiency): the most that batching alone can gain over the pipeline; the rest is the forward "
-          f"pass itself. onnxruntime on the same batches: {r['onnx'] / r['pipeline']:.2f}x the pipeline."
+          "padding efficiency): the most that batching alone can gain over the pipeline with the same forward pass. "
+          f"The ONNX export's forward pass is {r['onnx'] / r['headfit']:.2f}x PyTorch's on the same batches; its "
+          f"decisions {'equal' if r['labels_agree'] else 'DIFFER FROM'} the checkpoint's on every text."
           for r in results],
     ])
 
@@ -279,12 +270,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-rows", type=int, help="predict only the first N texts of each set (smoke runs; "
                                                      "nothing is written then)")
     parser.add_argument("--datasets", default="all", help=f"comma-separated from {list(DATASETS)}, or all")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per system; the median is reported")
     parser.add_argument("--no-cli", action="store_true", help="leave out the headfit-predict command")
     parser.add_argument("--no-write", action="store_true", help="print the section, write no file")
     args = parser.parse_args(argv)
     args.names = list(DATASETS) if args.datasets == "all" else [n.strip() for n in args.datasets.split(",")]
-    if set(args.names) - set(DATASETS) or args.train_steps < 1:
-        parser.error(f"--datasets takes names from {list(DATASETS)}; --train-steps must be at least 1")
+    if set(args.names) - set(DATASETS) or args.train_steps < 1 or args.repeats < 1:
+        parser.error(f"--datasets takes names from {list(DATASETS)}; --train-steps and --repeats must be at least 1")
     return args
 
 

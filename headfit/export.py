@@ -167,7 +167,11 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
-    module = _on_cpu(predictor.module)
+    module = copy.deepcopy(predictor.module).cpu()
+    # Attention written out as matmuls and a softmax: onnxruntime runs that graph faster on CPUs than the one
+    # traced from PyTorch's fused scaled_dot_product_attention (measured in benchmarks/predict.py's set-up).
+    if hasattr(module.encoder, "set_attn_implementation"):
+        module.encoder.set_attn_implementation("eager")
     names = ["input_ids", "attention_mask", *(["token_type_ids"] if "token_type_ids" in
                                                predictor.tokenizer.model_input_names else [])]
     encoded = predictor.tokenizer(PROBE, padding=True, truncation=True, max_length=predictor.max_length,
@@ -201,7 +205,7 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
 def decisions_metadata(module: ClassifierModule) -> dict[str, Any]:
     """Labels, kind, thresholds by label name, temperature and max_length, as saved next to an export."""
     task = module.task
-    return {"labels": list(task.labels), "kind": task.kind,
+    return {"labels": list(task.labels), "kind": task.kind, "activation": task.activation,
             "thresholds": {name: round(t, 6) for name, t in module.thresholds_by_label().items()},
             "temperature": float(module.temperature), "max_length": module.max_length, "headfit_version": __version__}
 

@@ -2,6 +2,7 @@
 thresholds, refuse heads they cannot hold, and load back."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from headfit import HeadfitConfigError, Predictor
 from headfit.export import export, main
+from headfit.predict import main as predict_main
 
 from test_predict import SIGMOID, SOFTMAX, TEXTS, save_checkpoint
 
@@ -133,6 +135,58 @@ def test_onnx_metadata_holds_labels_kind_and_thresholds(onnx_export):
     assert json.loads(metadata["labels"]) == ["food", "sports", "weather"] and metadata["kind"] == "multilabel"
     assert json.loads(metadata["thresholds"]) == pytest.approx({"food": 0.2, "sports": 0.5, "weather": 0.8})
     assert float(metadata["temperature"]) == pytest.approx(0.8) and metadata["max_length"] == "48"
+
+
+def test_predictor_from_onnx_gives_the_checkpoints_results(onnx_export, capsys):
+    checkpoint, out_dir = onnx_export
+    torch_predictor, onnx_predictor = Predictor.from_checkpoint(checkpoint), Predictor.from_onnx(out_dir, batch_size=2)
+    assert onnx_predictor.labels == torch_predictor.labels and onnx_predictor.max_length == 48
+    assert onnx_predictor.thresholds == pytest.approx(torch_predictor.thresholds)
+    expected, got = torch_predictor.predict(TEXTS), onnx_predictor.predict(TEXTS)  # batches of 2, sorted by length
+    assert [row["labels"] for row in got] == [row["labels"] for row in expected]
+    assert np.abs(onnx_predictor.predict_proba(TEXTS) - torch_predictor.predict_proba(TEXTS)).max() <= 1e-4
+
+    # headfit-predict takes the export's directory (or its model.onnx) where it takes a checkpoint.
+    for model in (out_dir, out_dir / "model.onnx"):
+        assert predict_main([str(model), *TEXTS]) == 0
+        records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [r["labels"] for r in records] == [row["labels"] for row in expected]
+        assert records[1]["scores"] == pytest.approx(expected[1]["scores"], abs=1e-4)
+
+
+def test_predictor_from_onnx_decodes_a_binary_threshold(tmp_path, tiny_encoder):
+    pytest.importorskip("onnxruntime")
+    checkpoint = save_checkpoint(tmp_path / "m.ckpt", tiny_encoder, ["neg", "pos"], "binary", SIGMOID,
+                                 thresholds=0.0)  # every text is "pos", whatever its probability
+    export(checkpoint, "onnx", tmp_path / "onnx")
+    results = Predictor.from_onnx(tmp_path / "onnx").predict(TEXTS)
+    assert [row["label"] for row in results] == ["pos"] * len(TEXTS)
+    assert list(results[0]["scores"]) == ["neg", "pos"] and results[0]["probabilities"].shape == (2,)
+
+
+def test_predictor_from_onnx_refuses_what_it_cannot_run(onnx_export, tmp_path, capsys):
+    import onnx
+    import onnxruntime
+
+    _, out_dir = onnx_export
+    with pytest.raises(HeadfitConfigError, match="no ONNX model") as error:
+        Predictor.from_onnx(tmp_path)
+    assert "headfit-export --format onnx" in error.value.fix
+
+    graph = onnx.load(str(out_dir / "model.onnx"))  # an ONNX model, but not one headfit exported
+    del graph.metadata_props[:]
+    onnx.save(graph, str(tmp_path / "plain.onnx"))
+    with pytest.raises(HeadfitConfigError, match="not a headfit export"):
+        Predictor.from_onnx(tmp_path / "plain.onnx")
+    shutil.copy(out_dir / "model.onnx", tmp_path / "model.onnx")  # the model without its tokenizer files
+    with pytest.raises(HeadfitConfigError, match="no tokenizer") as error:
+        Predictor.from_onnx(tmp_path)
+    assert "--tokenizer" in error.value.where
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert predict_main([str(out_dir), "--device", "cuda", "a text"]) == 1
+        err = capsys.readouterr().err
+        assert "cannot run on cuda" in err and "--device" in err and "Traceback" not in err
 
 
 def test_round_trip_checkpoint_predictor_export_reload(tmp_path, tiny_encoder):
