@@ -252,8 +252,9 @@ def section(args: argparse.Namespace, results: list[dict[str, Any]], command: st
         *[f"- {r['name']}: length-sorted batches process {r['padding_sorted'] / r['padding_input_order']:.2f}x fewer "
           f"tokens than input-order ones ({100 * r['padding_input_order']:.1f} % -> {100 * r['padding_sorted']:.1f} % "
           "padding efficiency): the most that batching alone can gain over the pipeline with the same forward pass. "
-          f"The ONNX export's forward pass is {r['onnx'] / r['headfit']:.2f}x PyTorch's on the same batches; its "
-          f"decisions {'equal' if r['labels_agree'] else 'DIFFER FROM'} the checkpoint's on every text."
+          f"Through the ONNX export, headfit labels {r['onnx'] / r['headfit']:.2f}x as many texts/s as through "
+          f"PyTorch, on the same batches; its decisions {'equal' if r['labels_agree'] else 'DIFFER FROM'} the "
+          "checkpoint's on every text."
           for r in results],
     ])
 
