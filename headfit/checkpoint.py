@@ -9,6 +9,8 @@
   system temp directory and moves it; where that is another filesystem, as /tmp often is on clusters, the move is
   a copy into the target, which a crash leaves half-written.)
 - `resolve_ckpt_path` turns `ckpt_path=last` into that file, or stops in words when there is none.
+- `keep_earlier_metrics` moves the `logs/metrics.csv` of the interrupted run aside (`metrics.earlier-1.csv`, ...)
+  before Lightning's CSVLogger deletes it (it starts the file again in a directory that has one).
 
 The training batches' position within the epoch is saved by the data module (its `state_dict`), which the
 data loader needs before it is built.
@@ -16,8 +18,10 @@ data loader needs before it is built.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.plugins import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_only
 
 from headfit.errors import HeadfitConfigError
+
+log = logging.getLogger(__name__)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -135,3 +143,20 @@ def resolve_ckpt_path(ckpt_path: str | None, callbacks: list[pl.Callback]) -> st
             fix="resume in the interrupted run's directory: hydra.run.dir=<that directory> ckpt_path=last (or "
                 "paths.output_dir=<it> from Python); or give a file, ckpt_path=<path/to/file.ckpt>")
     return str(path)
+
+
+def keep_earlier_metrics(loggers: list[Logger]) -> None:
+    """Keep the metrics.csv a CSVLogger would delete (a run resumed, or run again, in its directory) as
+    metrics.earlier-<k>.csv next to it: the history before the resume is not lost."""
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger) or rank_zero_only.rank != 0:
+            continue
+        path = Path(logger.log_dir) / "metrics.csv"
+        if path.is_file():
+            k = 1
+            while (kept := path.with_name(f"metrics.earlier-{k}.csv")).exists():
+                k += 1
+            path.rename(kept)
+            log.info("%s of the earlier run is kept as %s (the CSV logger starts the file again)", path, kept.name)
+            # Lightning's warning that "previous log files will be deleted" is then no longer true
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")

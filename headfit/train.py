@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from pytorch_lightning.utilities import rank_zero_only
 
-from headfit.checkpoint import atomic_save, resolve_ckpt_path
+from headfit.checkpoint import atomic_save, keep_earlier_metrics, resolve_ckpt_path
 from headfit.distributed import end_ranks, launch_ranks_on_this_job
 from headfit.errors import HeadfitConfigError, HeadfitError
 from headfit.evaluation import evaluate
@@ -73,6 +73,7 @@ def train(cfg: DictConfig) -> float | None:
     check_shapes(model, next(iter(datamodule.train_dataloader())))
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    keep_earlier_metrics(loggers)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     launch_ranks_on_this_job(trainer)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

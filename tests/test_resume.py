@@ -1,6 +1,7 @@
 """Resuming: last.ckpt every N steps and at epoch ends, ckpt_path=last, exactly the weights of an uninterrupted run,
 and checkpoint writes that a crash cannot leave half-done."""
 
+import csv
 import json
 import os
 import signal
@@ -62,6 +63,12 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(overrides, 
     assert [key for key in a if not torch.equal(a[key], b[key])] == []
     metrics_a, metrics_b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in "ab")
     assert metrics_a["val"] == metrics_b["val"] and metrics_a["test"] == metrics_b["test"]
+    # Each interrupted attempt's logged metrics are kept next to the resumed run's.
+    logs = tmp_path / "b" / "logs"
+    for k in range(1, len(crashes) + 1):
+        with open(logs / f"metrics.earlier-{k}.csv", newline="") as stream:
+            assert [row["step"] for row in csv.DictReader(stream)], f"metrics.earlier-{k}.csv has no rows"
+    assert (logs / "metrics.csv").is_file() and not (logs / f"metrics.earlier-{len(crashes) + 1}.csv").exists()
 
 
 def test_ckpt_path_last_without_a_last_checkpoint_stops_before_training(tmp_path, tiny_encoder):
