@@ -361,13 +361,14 @@ def write_csv(records: Iterator[dict], stream, predictor: Predictor, args: argpa
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="headfit-predict", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Label texts with a trained headfit checkpoint. Texts come from arguments, a file (--input: "
+        description="Label texts with a trained headfit checkpoint (or its ONNX export). Texts come from arguments, a file (--input: "
                     ".txt one text a line, or .csv/.tsv/.jsonl with a text column) or stdin (one text a line, or "
                     "--input-format). Writes one JSONL record (or CSV row) per input, in input order.",
         epilog="examples:\n"
                "  headfit-predict best.ckpt \"a great film\" \"an awful plot\"\n"
                "  headfit-predict best.ckpt --input reviews.csv --text-column review --output predictions.csv\n"
-               "  cat texts.txt | headfit-predict best.ckpt --top-k 3 > predictions.jsonl")
+               "  cat texts.txt | headfit-predict best.ckpt --top-k 3 > predictions.jsonl\n"
+               "  headfit-predict exported-onnx/ --input texts.txt   # an ONNX export: faster on a CPU")
     parser.add_argument("checkpoint", help="a .ckpt written by headfit-train (checkpoints/best.ckpt), or an ONNX "
                                            "export: the directory headfit-export --format onnx wrote, or its "
                                            "model.onnx (faster on a CPU)")
