@@ -13,8 +13,8 @@
 
 The decoding is the model's own (`ClassifierModule.decide`: the fitted temperature, then the task's decision
 with the checkpoint's thresholds; an ONNX export computes the same in its graph), so predictions are the
-decisions training evaluated. Texts are batched in
-order of length (little padding) and results come back in input order.
+decisions training evaluated. Texts are batched in order of length (little padding) and results come back in
+input order.
 """
 
 from __future__ import annotations
