@@ -42,7 +42,12 @@ class OnnxModel:
             raise HeadfitConfigError(f"no ONNX model at {self.path}", where="the export path",
                                      fix="give the directory written by headfit-export --format onnx, or its "
                                          "model.onnx")
-        self.session = onnxruntime.InferenceSession(str(self.path), providers=_providers(onnxruntime, device))
+        providers = _providers(onnxruntime, device)
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), providers=providers)
+        except Exception as error:  # onnxruntime's own errors (a truncated or non-ONNX file) have no common type
+            raise HeadfitConfigError(f"onnxruntime cannot load {self.path}: {error}", where="the export path",
+                                     fix="export the checkpoint again with headfit-export --format onnx") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         missing = [key for key in METADATA if key not in metadata]
         if missing:

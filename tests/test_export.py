@@ -173,6 +173,11 @@ def test_predictor_from_onnx_refuses_what_it_cannot_run(onnx_export, tmp_path, c
         Predictor.from_onnx(tmp_path)
     assert "headfit-export --format onnx" in error.value.fix
 
+    (tmp_path / "broken.onnx").write_bytes(b"half an export")
+    assert predict_main([str(tmp_path / "broken.onnx"), "a text"]) == 1
+    err = capsys.readouterr().err
+    assert "onnxruntime cannot load" in err and "headfit-export --format onnx" in err and "Traceback" not in err
+
     graph = onnx.load(str(out_dir / "model.onnx"))  # an ONNX model, but not one headfit exported
     del graph.metadata_props[:]
     onnx.save(graph, str(tmp_path / "plain.onnx"))
