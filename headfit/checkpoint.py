@@ -160,3 +160,17 @@ def keep_earlier_metrics(loggers: list[Logger]) -> None:
             log.info("%s of the earlier run is kept as %s (the CSV logger starts the file again)", path, kept.name)
             # Lightning's warning that "previous log files will be deleted" is then no longer true
             warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+
+
+class ValidateOnStop(pl.Callback):
+    """Validate the final weights when training stops mid-epoch at `trainer.max_steps`, before it stops.
+
+    Lightning validates at epoch ends (and every `val_check_interval`), and stops at max_steps without one, so a run
+    shorter than an epoch had no validation, no best checkpoint and no fitted decisions. Asking the trainer to stop
+    at that step makes Lightning run the validation loop first (as it does for early stopping), which the best
+    checkpoint callback then sees. Time limits (trainer.max_time) stop through the same path already.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step and not trainer.should_stop:
+            trainer.should_stop = True

@@ -6,52 +6,113 @@ results as buffers, so they are saved in the checkpoint and used by prediction a
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
+from torchmetrics.functional.classification import (binary_auroc, binary_calibration_error,
+                                                     multiclass_calibration_error)
 
 from headfit.task import Task
 
-GRID = torch.linspace(0.01, 0.99, 99)
+GRID = torch.arange(1, 100) / 100  # the thresholds tried: 0.01 .. 0.99, with 0.5 itself among them
+HALF = 49  # GRID[HALF] == 0.5
+# A threshold whose decisions fire on more than max_rate_ratio x the label's prevalence is taken only when its F1
+# beats the best threshold that does not by more than this (F1 points / 100).
+RATE_F1_MARGIN = 0.05
+# Validation AUROC a label must reach to be tuned, besides decision.min_auroc: this many standard errors above the
+# 0.5 that random scores give with the label's numbers of positives and negatives (Hanley & McNeil's null variance,
+# (P + N + 1) / (12 P N)).
+CHANCE_Z = 3.0
 
 
-def tune_thresholds(positive_probabilities: Tensor, targets: Tensor, min_positives: int = 5) -> Tensor:
-    """For each column, the threshold on the grid 0.01..0.99 that maximises that column's F1.
+def tune_thresholds(task: Task, probabilities: Tensor, targets: Tensor, *, min_positives: int = 5,
+                    min_auroc: float = 0.55, max_rate_ratio: float = 3.0) -> tuple[Tensor, list[dict[str, Any]]]:
+    """Thresholds fitted on validation probabilities, guarded so they cannot game the average; and why, per label.
 
-    `positive_probabilities` and `targets` are (N, K), one column per label (multilabel). A column with fewer
-    than `min_positives` positive rows keeps 0.5: its F1 curve is noise. (Binary: `tune_binary_threshold`.)
+    For each column thresholds act on (every label for multilabel, `labels[1]` for binary), on the grid 0.01..0.99:
+    - fewer than `min_positives` positive (binary: or negative) rows: 0.5 is kept (its F1 curve is noise);
+    - validation AUROC below `min_auroc`, or not above chance (0.5 + CHANCE_Z standard errors): 0.5 is kept and the
+      label is "not learned": per-label F1 rewards firing on every row when scores carry no signal (F1 2p/(1+p));
+    - else the threshold with the best F1 (binary: macro-F1 over both labels, the logged number) among those whose
+      decisions fire on at most `max_rate_ratio` x the label's prevalence (binary: each label's) and those from 0.5
+      up (which fire no more often than 0.5 does); a threshold below 0.5 firing more often is taken only when its F1
+      is better by more than RATE_F1_MARGIN. So tuning is never worse than 0.5 on validation. Ties: the middle of
+      the best plateau.
+    Returns the thresholds `(K,)` and one dict per column: label, positives, prevalence, auroc, threshold, status,
+    rate_at_0_5, rate_tuned, f1_at_0_5, f1_tuned (rates: share of rows the label is decided for).
     """
-    grid = GRID.to(positive_probabilities.device)
-    positives = targets.bool()
-    predicted = positive_probabilities.unsqueeze(-1) >= grid  # (N, K, G)
-    truth = positives.unsqueeze(-1)
-    true_pos = (predicted & truth).sum(0).float()
-    false_pos = (predicted & ~truth).sum(0).float()
-    false_neg = (~predicted & truth).sum(0).float()
-    f1 = 2 * true_pos / (2 * true_pos + false_pos + false_neg).clamp(min=1)
-    # the middle of the best plateau, not its left edge: ties are common with few positives
-    best = f1.max(-1, keepdim=True).values
-    on_plateau = (f1 >= best - 1e-9).float()
-    middle = ((on_plateau * torch.arange(len(grid), device=grid.device)).sum(-1) / on_plateau.sum(-1)).round().long()
-    thresholds = grid[middle]
-    thresholds[positives.sum(0) < min_positives] = 0.5
-    return thresholds
+    scores, truth = positive_scores(task, probabilities, targets)
+    binary = task.kind == "binary"
+    names = task.labels[task.num_labels - task.num_thresholds:]
+    rows = [_tune_column(name, scores[:, k].float().cpu(), truth[:, k].bool().cpu(), binary, min_positives,
+                         min_auroc, max_rate_ratio) for k, name in enumerate(names)]
+    return torch.tensor([row["threshold"] for row in rows], dtype=torch.float32), rows
 
 
-def tune_binary_threshold(positive_probabilities: Tensor, targets: Tensor, min_positives: int = 5) -> Tensor:
-    """The threshold on p(positive) that maximises macro-F1 over both labels (one-element tensor)."""
-    grid = GRID.to(positive_probabilities.device)
-    truth = targets.bool().unsqueeze(-1)
-    if min(int(truth.sum()), int((~truth).sum())) < min_positives:
-        return torch.full((1,), 0.5)
-    predicted = positive_probabilities.unsqueeze(-1) >= grid  # (N, G)
-    f1 = []
-    for decided, actual in ((predicted, truth), (~predicted, ~truth)):  # the positive label, then the negative
-        true_pos = (decided & actual).sum(0).float()
-        f1.append(2 * true_pos / (decided.sum(0) + actual.sum(0)).clamp(min=1))
-    macro = (f1[0] + f1[1]) / 2
-    on_plateau = (macro >= macro.max() - 1e-9).nonzero().flatten()
-    return grid[on_plateau[len(on_plateau) // 2]].reshape(1)
+def _tune_column(name: str, scores: Tensor, truth: Tensor, binary: bool, min_positives: int, min_auroc: float,
+                 max_rate_ratio: float) -> dict[str, Any]:
+    decided = scores.unsqueeze(-1) >= GRID  # (N, G)
+    rate = decided.float().mean(0)
+    prevalence = truth.float().mean()
+    f1 = _f1(decided, truth.unsqueeze(-1))
+    objective = (f1 + _f1(~decided, ~truth.unsqueeze(-1))) / 2 if binary else f1
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    auroc = float(binary_auroc(scores, truth.long())) if positives and negatives else None
+    row = {"label": name, "positives": positives, "prevalence": float(prevalence), "auroc": auroc}
+    choice, status = HALF, "tuned"
+    if min(positives, negatives if binary else positives) < min_positives:
+        status = f"kept 0.5: fewer than {min_positives} validation positives (decision.min_positives)"
+    elif auroc is None:
+        status = "kept 0.5: validation has no positive or no negative row for it"
+    elif auroc < (floor := max(min_auroc, 0.5 + CHANCE_Z * _null_auroc_sd(positives, negatives))):
+        status = f"not learned: validation AUROC {auroc:.3f} < {floor:.3f}; kept 0.5"
+    else:
+        # Thresholds from 0.5 up only ever fire less often than 0.5 does, so they are allowed too: never worse than
+        # 0.5 on validation, and no gaming by firing more often.
+        allowed = (rate <= max_rate_ratio * prevalence) | (GRID >= 0.5)
+        if binary:
+            allowed &= ((1 - rate) <= max_rate_ratio * (1 - prevalence)) | (GRID <= 0.5)
+        best_allowed, best_any = _plateau_middle(objective, allowed), _plateau_middle(objective, None)
+        choice = best_allowed
+        if objective[best_any] > objective[best_allowed] + RATE_F1_MARGIN:
+            choice = best_any
+            status = (f"tuned; fires on {float(rate[best_any] / prevalence):.1f}x its prevalence, justified by "
+                      f"{'macro-F1' if binary else 'F1'} {float(objective[best_any]):.3f} vs "
+                      f"{float(objective[best_allowed]):.3f} within {max_rate_ratio:g}x")
+        elif rate[choice] > max_rate_ratio * prevalence:
+            status = (f"tuned; fires on {float(rate[choice] / prevalence):.1f}x its prevalence, no more often than at "
+                      f"0.5 ({float(rate[HALF] / prevalence):.1f}x)")
+        elif best_any != best_allowed:
+            status = f"tuned within {max_rate_ratio:g}x its prevalence (decision.max_rate_ratio)"
+    row.update(threshold=round(float(GRID[choice]), 4), status=status, rate_at_0_5=float(rate[HALF]),
+               rate_tuned=float(rate[choice]), f1_at_0_5=float(f1[HALF]), f1_tuned=float(f1[choice]))
+    return row
+
+
+def _f1(decided: Tensor, truth: Tensor) -> Tensor:
+    true_pos = (decided & truth).sum(0).float()
+    return 2 * true_pos / (decided.sum(0) + truth.sum(0)).float().clamp(min=1)
+
+
+def _plateau_middle(values: Tensor, allowed: Tensor | None) -> int:
+    """The middle index of the best values (among `allowed`): ties are common with few positives."""
+    candidates = values.masked_fill(~allowed, -1.0) if allowed is not None else values
+    best = (candidates >= candidates.max() - 1e-9).nonzero().flatten()
+    return int(best[len(best) // 2])
+
+
+def _null_auroc_sd(positives: int, negatives: int) -> float:
+    """The standard deviation of the AUROC of scores that carry no signal (Hanley & McNeil 1982)."""
+    return math.sqrt((positives + negatives + 1) / (12 * max(positives, 1) * max(negatives, 1)))
+
+
+def threshold_metrics(task: Task, probabilities: Tensor, targets: Tensor, thresholds: Tensor | float) -> dict[str, float]:
+    """The task's metrics (micro- and macro-F1, or accuracy and macro-F1) of the decisions at `thresholds`."""
+    metrics = task.metrics().to(probabilities.device)
+    metrics.update(task.predict(probabilities, thresholds), targets.long())
+    return {name: float(value) for name, value in metrics.compute().items()}
 
 
 def positive_scores(task: Task, probabilities: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -84,3 +145,18 @@ def calibration_error(task: Task, probabilities: Tensor, targets: Tensor, bins: 
         return float(multiclass_calibration_error(probabilities, targets.long(), task.num_labels, n_bins=bins))
     positive, truth = positive_scores(task, probabilities, targets)
     return float(binary_calibration_error(positive.flatten(), truth.long().flatten(), n_bins=bins))
+
+
+def format_tuning(rows: list[dict[str, Any]], most: int = 30) -> str:
+    """The per-label tuning table for the log; with more than `most` labels, only those not simply tuned."""
+    shown = rows if len(rows) <= most else [row for row in rows if row["status"] != "tuned"]
+    width = max([len("label"), *(len(row["label"]) for row in shown)])
+    lines = [f"{'label':<{width}}  prevalence  AUROC  threshold  rate@0.5  rate tuned  F1@0.5  F1 tuned  status"]
+    for row in shown:
+        auroc = f"{row['auroc']:.3f}" if row["auroc"] is not None else "  -  "
+        lines.append(f"{row['label']:<{width}}  {row['prevalence']:>10.3f}  {auroc}  {row['threshold']:>9.2f}  "
+                     f"{row['rate_at_0_5']:>8.3f}  {row['rate_tuned']:>10.3f}  {row['f1_at_0_5']:>6.3f}  "
+                     f"{row['f1_tuned']:>8.3f}  {row['status']}")
+    if len(shown) < len(rows):
+        lines.append(f"({len(rows) - len(shown)} more labels tuned without remark; all in metrics.json 'decisions')")
+    return "\n".join(lines)

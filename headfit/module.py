@@ -27,7 +27,8 @@ from torch import Tensor
 from torchmetrics import CatMetric
 from transformers import get_linear_schedule_with_warmup
 
-from headfit.decision import calibration_error, fit_temperature, tune_binary_threshold, tune_thresholds
+from headfit.decision import (calibration_error, fit_temperature, format_tuning, threshold_metrics,
+                              tune_thresholds)
 from headfit.encoder import (enable_gradient_checkpointing, freeze, layer_depths, load_encoder, tokenizer_files,
                              tokenizer_from_files)
 from headfit.errors import HeadfitConfigError, HeadfitDataError
@@ -61,6 +62,8 @@ class ClassifierModule(pl.LightningModule):
         thresholds: str | float | Sequence[float] | None = None,
         calibrate: bool = False,
         min_positives: int = 5,
+        min_auroc: float = 0.55,
+        max_rate_ratio: float = 3.0,
         lr: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -191,26 +194,53 @@ class ClassifierModule(pl.LightningModule):
             after = calibration_error(task, task.probabilities(logits / self.temperature), targets)
             summary.update(temperature=self.temperature.item(), ece_before=before, ece_after=after)
             log.info("temperature scaling: T=%.3f; validation ECE %.4f -> %.4f", self.temperature, before, after)
-        wanted = self.hparams.thresholds or ("tuned" if task.kind == "multilabel" else None)
-        if wanted == "tuned" and task.num_thresholds:
+        if self.tunes_thresholds:
             probabilities = task.probabilities(logits / self.temperature)
-            before = self._macro_f1(probabilities, targets)
-            if task.kind == "binary":  # the threshold that maximises the macro-F1 over both labels, as logged
-                tuned = tune_binary_threshold(probabilities[:, 1], targets, self.hparams.min_positives)
-            else:
-                tuned = tune_thresholds(probabilities, targets, self.hparams.min_positives)
+            tuned, per_label = tune_thresholds(task, probabilities, targets, min_positives=self.hparams.min_positives,
+                                               min_auroc=self.hparams.min_auroc,
+                                               max_rate_ratio=self.hparams.max_rate_ratio)
             self.thresholds.copy_(tuned)
-            after = self._macro_f1(probabilities, targets)
             summary.update(thresholds={name: round(value, 4) for name, value in self.thresholds_by_label().items()},
-                           macro_f1_at_0_5=before, macro_f1_tuned=after)
-            log.info("thresholds tuned on validation: macro-F1 %.4f at 0.5 -> %.4f tuned (%s)", before, after,
-                     ", ".join(f"{k} {v:.2f}" for k, v in summary["thresholds"].items()))
+                           labels=per_label)
+            log.info("thresholds tuned on validation, per label:\n%s", format_tuning(per_label))
+            ratio = self.hparams.max_rate_ratio
+            firing = [row for row in per_label if row["rate_tuned"] > ratio * row["prevalence"]]
+            if firing:
+                log.warning("decisions for %s fire on more than %gx the label's validation prevalence: %s",
+                            "these labels" if len(firing) > 1 else "this label", ratio,
+                            "; ".join(f"{row['label']} {row['rate_tuned']:.3f} vs {row['prevalence']:.3f} "
+                                      f"({row['status']})" for row in firing))
+            unlearned = [row["label"] for row in per_label if row["status"].startswith("not learned")]
+            if unlearned:
+                log.warning("not learned (validation AUROC not above chance), kept at threshold 0.5: %s; more data "
+                            "or epochs may help", ", ".join(unlearned))
         return summary
 
-    def _macro_f1(self, probabilities: Tensor, targets: Tensor) -> float:
-        metrics = self.task.metrics().to(probabilities.device)
-        metrics.update(self.task.predict(probabilities, self.thresholds), targets.long())
-        return float(metrics.compute()["macro_f1"])
+    @property
+    def tunes_thresholds(self) -> bool:
+        """Whether `fit_decisions` tunes thresholds: decision.thresholds=tuned, or null for multilabel."""
+        wanted = self.hparams.thresholds or ("tuned" if self.task.kind == "multilabel" else None)
+        return wanted == "tuned" and self.task.num_thresholds > 0
+
+    def threshold_comparison(self, logits: Tensor, targets: Tensor, split: str) -> dict[str, float]:
+        """A split's metrics at threshold 0.5 and with the tuned thresholds: `<split>/<metric>_at_0_5` and
+        `<split>/<metric>_tuned` (micro- and macro-F1 for multilabel; accuracy and macro-F1 for binary); logged,
+        with a warning when tuning raises macro-F1 but lowers micro-F1 by more than a point. {} without tuning."""
+        if not self.tunes_thresholds:
+            return {}
+        probabilities = self.task.probabilities(logits / self.temperature)
+        at_half = threshold_metrics(self.task, probabilities, targets, 0.5)
+        tuned = threshold_metrics(self.task, probabilities, targets, self.thresholds)
+        log.info("%s: %s", split, "; ".join(f"{name} {at_half[name]:.4f} at 0.5 -> {tuned[name]:.4f} tuned"
+                                            for name in at_half))
+        micro = "micro_f1" if "micro_f1" in at_half else "accuracy"
+        if tuned["macro_f1"] > at_half["macro_f1"] and tuned[micro] < at_half[micro] - 0.01:
+            log.warning("%s: tuning raised macro-F1 (%.4f -> %.4f) but lowered %s by %.1f points (%.4f -> %.4f): "
+                        "the tuned thresholds trade frequent labels for rare ones; see the per-label table above",
+                        split, at_half["macro_f1"], tuned["macro_f1"], micro.replace("_", "-"),
+                        100 * (at_half[micro] - tuned[micro]), at_half[micro], tuned[micro])
+        return {**{f"{split}/{name}_at_0_5": value for name, value in at_half.items()},
+                **{f"{split}/{name}_tuned": value for name, value in tuned.items()}}
 
     def thresholds_by_label(self) -> dict[str, float]:
         """The decision thresholds by label name: every label (multilabel), labels[1] (binary), none (multiclass)."""

@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> float | None:
     launch_ranks_on_this_job(trainer)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = best_checkpoint(trainer, model, datamodule)
     results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None, "world_size": trainer.world_size}
     reports = output_dir if trainer.is_global_zero else None
     # Validate the best checkpoint (else the last weights), gathering its outputs from every rank; fit the
@@ -87,17 +87,35 @@ def train(cfg: DictConfig) -> float | None:
     results["val"] = trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
     val_logits, val_targets = model.collected("val")
     results["decisions"] = model.fit_decisions(val_logits, val_targets)
+    results["val"].update(model.threshold_comparison(val_logits, val_targets, "val"))
     if best and trainer.is_global_zero:
         save_decisions(model, best)
     results["val_report"] = evaluate(model, val_logits, val_targets, "val", reports)
     if datamodule.test_dataloader():
         results["test"] = trainer.test(model, datamodule=datamodule)[0]
-        results["test_report"] = evaluate(model, *model.collected("test"), "test", reports)
+        test_logits, test_targets = model.collected("test")
+        results["test"].update(model.threshold_comparison(test_logits, test_targets, "test"))
+        results["test_report"] = evaluate(model, test_logits, test_targets, "test", reports)
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         log.info("run directory: %s (config.yaml, metrics.json, *_report.csv, plots, logs/, checkpoints/)",
                  output_dir)
     return results["val"].get(cfg.optimized_metric)
+
+
+def best_checkpoint(trainer: pl.Trainer, model: ClassifierModule, datamodule) -> str:
+    """The best checkpoint's path. A run that trained but never validated (e.g. trainer.check_val_every_n_epoch
+    above the epochs run) validates its final weights and saves them as the best checkpoint, so that every run that
+    trained leaves one. (Mid-epoch stops at trainer.max_steps validate first: headfit.checkpoint.ValidateOnStop.)"""
+    callback = trainer.checkpoint_callback
+    if callback is None or callback.best_model_path or trainer.global_step == 0 or not callback.dirpath:
+        return callback.best_model_path if callback is not None else ""
+    log.warning("training ended without a validation of its final weights (step %d); validating them now and "
+                "saving them as the best checkpoint", trainer.global_step)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    path = str(Path(callback.dirpath) / f"{callback.filename or 'best'}{callback.FILE_EXTENSION}")
+    trainer.save_checkpoint(path)
+    return path
 
 
 def save_decisions(model: ClassifierModule, checkpoint: str) -> None:

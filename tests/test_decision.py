@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import Tensor
 
 from headfit import ClassifierModule, HeadfitConfigError, Task
-from headfit.decision import calibration_error, fit_temperature, tune_binary_threshold, tune_thresholds
+from headfit.decision import calibration_error, fit_temperature, tune_thresholds
 from headfit.evaluation import evaluate
 
 TOPICS = ("food", "sports", "weather")
@@ -21,7 +22,7 @@ def test_threshold_tuning_recovers_known_thresholds():
     scores = torch.rand(4000, 3, generator=generator)
     true_thresholds = torch.tensor([0.2, 0.5, 0.8])
     targets = (scores >= true_thresholds).float()  # separable at exactly these thresholds
-    tuned = tune_thresholds(scores, targets)
+    tuned, _ = tune_thresholds(Task("multilabel", TOPICS, "sigmoid"), scores, targets)
     assert torch.allclose(tuned, true_thresholds, atol=0.011)
 
 
@@ -30,7 +31,8 @@ def test_labels_with_too_few_positives_keep_half():
     targets = torch.zeros(100, 2)
     targets[:50, 0] = 1
     targets[0, 1] = 1
-    assert tune_thresholds(scores, targets, min_positives=5)[1] == 0.5
+    tuned, rows = tune_thresholds(Task("multilabel", ("a", "b"), "sigmoid"), scores, targets, min_positives=5)
+    assert tuned[1] == 0.5 and "min_positives" in rows[1]["status"]
 
 
 @pytest.mark.parametrize("weights", [None, [1.0, 3.0, 0.5]])
@@ -135,8 +137,8 @@ def test_binary_threshold_maximises_the_logged_macro_f1():
     generator = torch.Generator().manual_seed(0)
     targets = (torch.rand(2000, generator=generator) < 0.2).float()
     scores = (0.3 * targets + 0.7 * torch.rand(2000, generator=generator)).clamp(0, 1)  # positives score higher
-    threshold = tune_binary_threshold(scores, targets)
     task = Task("binary", ("neg", "pos"), "sigmoid")
+    threshold, _ = tune_thresholds(task, torch.stack([1 - scores, scores], -1), targets)
 
     def macro_f1(t):
         metrics = task.metrics()
@@ -182,3 +184,83 @@ def test_ddp_metric_reduction_equals_single_process(tmp_path):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert result.pop("gathered_rows") == 101
         assert result == pytest.approx(expected, abs=1e-6)
+
+
+def _scores_with_signal(targets: Tensor, strength: float, generator) -> Tensor:
+    return (strength * targets + (1 - strength) * torch.rand(targets.shape, generator=generator)).clamp(0, 1)
+
+
+def test_tuning_keeps_half_for_a_label_whose_scores_are_noise(caplog, tiny_encoder):
+    """The GoEmotions failure: per-label F1 rewards 'always yes' for a label the model has not learned."""
+    generator = torch.Generator().manual_seed(0)
+    targets = (torch.rand(2000, 3, generator=generator) < torch.tensor([0.1, 0.15, 0.3])).float()
+    probabilities = torch.rand(2000, 3, generator=generator) * 0.6  # all pure noise ...
+    probabilities[:, 0] = _scores_with_signal(targets[:, 0], 0.4, generator)  # ... but label 0
+    task = Task("multilabel", TOPICS, "sigmoid")
+    thresholds, rows = tune_thresholds(task, probabilities, targets)
+    assert thresholds[1] == 0.5 and thresholds[2] == 0.5
+    assert all(row["status"].startswith("not learned") for row in rows[1:])
+    # the label with signal still gets its F1-optimal threshold (no other threshold does better on validation)
+    f1 = {round(t, 2): _f1(probabilities[:, 0] >= t, targets[:, 0].bool()) for t in torch.arange(1, 100).tolist()
+          for t in [t / 100]}
+    assert rows[0]["status"] == "tuned" and rows[0]["f1_tuned"] == pytest.approx(max(f1.values()), abs=1e-6)
+    assert rows[0]["f1_tuned"] > rows[0]["f1_at_0_5"]
+    # through the module: the warning names the labels, and the summary has the per-label table
+    module = ClassifierModule(encoder=tiny_encoder, labels=TOPICS, kind="multilabel", head="headfit.heads.SigmoidHead")
+    caplog.set_level("INFO")
+    summary = module.fit_decisions(torch.logit(probabilities.clamp(1e-4, 1 - 1e-4)), targets)
+    assert "not learned" in caplog.text and "sports, weather" in caplog.text
+    assert [row["label"] for row in summary["labels"]] == list(TOPICS)
+    assert {"prevalence", "auroc", "rate_at_0_5", "rate_tuned", "f1_at_0_5", "f1_tuned"} <= set(summary["labels"][0])
+
+
+def _f1(decided: Tensor, truth: Tensor) -> float:
+    true_pos = float((decided & truth).sum())
+    return 2 * true_pos / max(float(decided.sum() + truth.sum()), 1.0)
+
+
+def test_tuning_does_not_fire_far_above_prevalence_for_a_marginal_gain():
+    # 4,000 rows, 200 positives (5 %): 60 positives score above 0.55; the other 140 sit among 420 negatives in
+    # 0.2-0.45; every other negative is below 0.2. Best F1: threshold 0.2 (0.488), firing on 620 rows = 3.1x the
+    # prevalence; within 3x the best is a little higher (and at 0.5 F1 is 0.462): gains under RATE_F1_MARGIN.
+    scores = torch.cat([torch.linspace(0.55, 1.0, 60), torch.linspace(0.2, 0.45, 140),
+                        torch.linspace(0.2, 0.45, 420), torch.linspace(0.0, 0.19, 3380)]).unsqueeze(-1)
+    targets = torch.cat([torch.ones(200), torch.zeros(3800)]).unsqueeze(-1)
+    task = Task("multilabel", ("rare",), "sigmoid")
+    free, unguarded = tune_thresholds(task, scores, targets, max_rate_ratio=1000.0)
+    guarded, rows = tune_thresholds(task, scores, targets, max_rate_ratio=3.0)
+    assert free[0] == pytest.approx(0.2) and unguarded[0]["rate_tuned"] > 3 * unguarded[0]["prevalence"]
+    assert guarded[0] > free[0] and rows[0]["rate_tuned"] <= 3 * rows[0]["prevalence"]
+    assert rows[0]["f1_tuned"] >= rows[0]["f1_at_0_5"] == pytest.approx(120 / 260, abs=1e-4)
+    # more firing for a gain above the margin is taken, and says why: 170 positives at 0.205-0.22 under 480
+    # negatives at 0.23-0.45; threshold 0.2 fires on 3.4x the prevalence for F1 0.45 against 0.26 within 3x
+    more = torch.cat([torch.linspace(0.55, 1.0, 30), torch.linspace(0.205, 0.22, 170),
+                      torch.linspace(0.23, 0.45, 480), torch.linspace(0.0, 0.19, 3320)]).unsqueeze(-1)
+    justified, rows = tune_thresholds(task, more, targets)
+    assert justified[0] < 0.21 and rows[0]["rate_tuned"] > 3 * rows[0]["prevalence"]
+    assert "justified" in rows[0]["status"]
+
+
+def test_binary_tuning_keeps_half_without_signal():
+    generator = torch.Generator().manual_seed(0)
+    targets = (torch.rand(1000, generator=generator) < 0.3).float()
+    scores = torch.rand(1000, generator=generator)
+    thresholds, rows = tune_thresholds(Task("binary", ("neg", "pos"), "sigmoid"),
+                                       torch.stack([1 - scores, scores], -1), targets)
+    assert thresholds.tolist() == [0.5] and rows[0]["status"].startswith("not learned")
+
+
+def test_threshold_comparison_reports_both_numbers_and_warns_on_a_micro_f1_drop(caplog, tiny_encoder):
+    module = ClassifierModule(encoder=tiny_encoder, labels=TOPICS, kind="multilabel", head="headfit.heads.SigmoidHead")
+    generator = torch.Generator().manual_seed(0)
+    targets = (torch.rand(500, 3, generator=generator) < torch.tensor([0.6, 0.05, 0.05])).float()
+    logits = torch.randn(500, 3, generator=generator) + 3 * targets
+    module.thresholds.copy_(torch.tensor([0.99, 0.05, 0.05]))  # thresholds that trade the frequent label away
+    caplog.set_level("INFO")
+    both = module.threshold_comparison(logits, targets, "test")
+    assert set(both) == {f"test/{m}_{at}" for m in ("micro_f1", "macro_f1") for at in ("at_0_5", "tuned")}
+    assert both["test/micro_f1_tuned"] < both["test/micro_f1_at_0_5"]
+    if both["test/macro_f1_tuned"] > both["test/macro_f1_at_0_5"]:
+        assert "lowered micro-F1" in caplog.text
+    assert ClassifierModule(encoder=tiny_encoder, labels=TOPICS, kind="multiclass").threshold_comparison(
+        logits, targets.argmax(1).float(), "test") == {}

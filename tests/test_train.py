@@ -107,3 +107,29 @@ def test_plots_reach_tensorboard_when_that_logger_is_on(tmp_path, tiny_encoder):
     events.Reload()
     assert {"plots/val_confusion_matrix", "plots/test_confusion_matrix"} <= set(events.Tags()["images"])
     assert "val/macro_f1" in events.Tags()["scalars"]
+
+
+@pytest.mark.parametrize("validate_on_stop", [True, False])
+def test_a_run_stopped_mid_epoch_by_max_steps_has_a_best_checkpoint_and_decisions(tmp_path, tiny_encoder, caplog,
+                                                                                    validate_on_stop):
+    # the multilabel demo has 13 training batches an epoch; stop after 3 (validation runs at epoch ends). With the
+    # callback the stop validates inside fit (the best-checkpoint callback sees it); without it, train() does after.
+    caplog.set_level("INFO")
+    train(config(tmp_path, tiny_encoder, "experiment=demo_multilabel", "trainer.max_steps=3",
+                 "trainer.limit_train_batches=null", "decision.min_positives=1",
+                 *([] if validate_on_stop else ["~callbacks.validate_on_stop"])))
+    assert ("without a validation of its final weights" in caplog.text) != validate_on_stop
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] and Path(metrics["best_checkpoint"]).is_file()
+    assert "labels" in metrics["decisions"] and "val/macro_f1" in (tmp_path / "logs" / "metrics.csv").read_text()
+    # both numbers, for val and test
+    for split in ("val", "test"):
+        for name in ("micro_f1", "macro_f1"):
+            assert {f"{split}/{name}_at_0_5", f"{split}/{name}_tuned"} <= set(metrics[split])
+
+
+def test_a_run_that_never_validated_saves_its_final_weights_as_best(tmp_path, tiny_encoder):
+    train(config(tmp_path, tiny_encoder, "trainer.check_val_every_n_epoch=2"))  # 1 epoch: no validation in fit
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] == str(tmp_path / "checkpoints" / "best.ckpt")
+    assert Path(metrics["best_checkpoint"]).is_file()
