@@ -217,6 +217,26 @@ class TextClassificationDataModule(pl.LightningDataModule):
                 if repeated:
                     log.warning("%s: %d of %d rows have a text that also occurs in train (duplicates inflate "
                                 "%s metrics)", split, repeated, len(self.datasets[split]), split)
+        self._report_absent_labels()
+
+    def _report_absent_labels(self) -> None:
+        """Warn about labels a split has no row of: their per-class scores are 0 or undefined there, and they
+        still weigh 1/K in the macro averages."""
+        space = self.label_space
+        counts = {split: space.counts(column(data, "label_ids")) for split, data in self.datasets.items()}
+        for split, split_counts in counts.items():
+            absent = [i for i, n in enumerate(split_counts) if n == 0]
+            if not absent:
+                continue
+            shown = "; ".join(f"{space.labels[i]!r} (" + ", ".join(f"{s} {c[i]}" for s, c in counts.items()) + ")"
+                              for i in absent[:10]) + ("; ..." if len(absent) > 10 else "")
+            note = ""
+            if split == "val" and self.held_out:
+                note = ("; data.val_fraction holds out a row of every label with at least 2 training rows, and "
+                        "these have fewer")
+            log.warning("%s: %d of %d labels have no rows here: %s (rows per split); their %s scores are 0 or "
+                        "undefined and pull macro averages down%s", split, len(absent), len(space.labels), shown,
+                        split, note)
 
     # ---- batches --------------------------------------------------------------------------------
 
