@@ -79,7 +79,8 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
     if suffix in files.JSONL:
         names = files.jsonl_keys(path, encoding=encoding)
         if not names:
-            raise HeadfitDataError(f"{path} has no rows", where=key, fix="give it one JSON object per line")
+            raise HeadfitDataError(f"{path} has no rows (no JSON object in its first lines)", where=key,
+                                   fix="give it one JSON object per line")
         for column, name in _named(columns).items():
             if name not in names:
                 raise HeadfitConfigError(f"{path} has no key {name!r}; its rows have {names}", where=f"data.{column}",
