@@ -150,7 +150,8 @@ class LabelSpace:
                     f"the labels are 0/1 vectors, but this one has {len(rows[odd][0])} entries where "
                     f"{widths[width]} of {len(rows)} training rows (e.g. {where(typical)}) have {width}",
                     where=where(odd), fix="give every row one 0/1 entry per label, or set data.on_bad_row=skip")
-            rows = [row for row in rows if len(row[0]) == width]
+            keep = [k for k, (atoms, _) in enumerate(rows) if len(atoms) == width]
+            rows, where = [rows[k] for k in keep], (lambda k, located=where: located(keep[k]))
         names = _given_names(labels, width, "columns in each label vector")
         ones = Counter(sum(atoms) for atoms, _ in rows)
         single = set(ones) == {1}
