@@ -6,7 +6,6 @@ import json
 import pytest
 
 from headfit import HeadfitConfigError, HeadfitDataError, TextClassificationDataModule
-from headfit.data import files
 
 from conftest import write_rows
 
@@ -54,17 +53,19 @@ def test_a_stray_quote_is_one_bad_row_and_reading_resumes(stray, closes_later, t
     assert error.value.where == f"{path}:12"
 
 
-def test_a_quote_left_open_past_the_line_limit_resumes_after_it(tmp_path, tiny_encoder, caplog, monkeypatch):
-    monkeypatch.setattr(files, "MAX_RECORD_LINES", 5)
+def test_a_quote_left_open_past_the_line_limit_resumes_after_it(tmp_path, tiny_encoder, caplog):
     lines = sentiment_lines(30)
     lines[3] = '"oops,pos'
     lines[20] = 'bad" film and more,neg'  # would close it 17 lines on, as a 2-field row: too long to be real
     path = tmp_path / "train.csv"
     path.write_text("text,label\n" + "\n".join(lines) + "\n")
     caplog.set_level("INFO", logger="headfit.data.checks")
-    make(tmp_path, tiny_encoder, path, path, on_bad_row="skip")
+    make(tmp_path, tiny_encoder, path, path, on_bad_row="skip", max_record_lines=5)
     assert "train: 30 rows read = 29 used + 1 skipped" in caplog.text
     assert skipped(tmp_path) == [(f"{path}:5", "unparsable line")]
+    with pytest.raises(HeadfitDataError, match="still open 5 lines later") as error:
+        make(tmp_path, tiny_encoder, path, path, max_record_lines=5)
+    assert "data.max_record_lines" in error.value.problem
 
 
 def test_real_multiline_fields_and_quotes_inside_unquoted_fields_still_read(tmp_path, tiny_encoder):
@@ -190,6 +191,7 @@ def test_the_held_out_split_keeps_every_label_with_two_training_rows(multilabel,
     ("batch_size", 0), ("batch_size", 2.0), ("eval_batch_size", 0), ("max_train_rows", 0),
     ("val_fraction", 0), ("val_fraction", 1.5), ("val_fraction", "0.1"), ("on_bad_row", "ignore"),
     ("num_workers", -1), ("header", "yes"), ("label_delimiter", ""), ("encoding", "no-such-codec"),
+    ("max_record_lines", 0),
 ])
 def test_each_bad_data_argument_is_refused_up_front_naming_its_key(key, value, tmp_path, tiny_encoder):
     dm = TextClassificationDataModule(tokenizer=tiny_encoder, train_path=str(tmp_path / "absent.csv"), **{key: value})

@@ -82,6 +82,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         labels: Sequence[str] | None = None,
         num_labels: int | None = None,
         encoding: str = "utf-8",
+        max_record_lines: int = 100,
     ):
         super().__init__()
         self.tokenizer_name = tokenizer
@@ -96,6 +97,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         }
         self.header, self.label_delimiter, self.labels_file = header, label_delimiter, labels_file
         self.hub_dataset, self.hub_config, self.encoding = hub_dataset, hub_config, encoding
+        self.max_record_lines = max_record_lines
         self.on_bad_row, self.val_fraction, self.max_train_rows = on_bad_row, val_fraction, max_train_rows
         self.max_length, self.batch_size = max_length, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -111,7 +113,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
                             max_train_rows=max_train_rows, val_fraction=val_fraction, has_val=bool(val_path),
                             on_bad_row=on_bad_row, num_workers=num_workers, seed=seed, header=header,
                             group_by_length=group_by_length, pin_memory=pin_memory, label_delimiter=label_delimiter,
-                            encoding=encoding)
+                            encoding=encoding, max_record_lines=max_record_lines)
 
     # ---- what the model needs to know -----------------------------------------------------------
 
@@ -156,7 +158,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.collator = DataCollatorWithPadding(self.tokenizer)
         sources = {split: load_source(path, f"data.{split}_path", self.columns[split], header=self.header,
                                       cache_dir=self.cache_dir, hub_dataset=self.hub_dataset,
-                                      hub_config=self.hub_config, encoding=self.encoding)
+                                      hub_config=self.hub_config, encoding=self.encoding,
+                                      max_record_lines=self.max_record_lines)
                    for split, path in self.paths.items() if path}
         tokens = {split: tokenize(source.data, source.fingerprint, self.tokenizer, self.max_length, self.cache_dir, split)
                   for split, source in sources.items()}

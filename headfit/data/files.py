@@ -29,6 +29,7 @@ JSONL = {".jsonl", ".ndjson", ".json"}
 Column = str | int
 # A quoted field may hold newlines, but one still open after this many lines is taken for a stray quote: its
 # first line is one bad row, and reading goes on from the next line (so one `"` cannot swallow the file).
+# The default of data.max_record_lines; 100 lines of text is far more than a classifier reads (max_length).
 MAX_RECORD_LINES = 100
 
 
@@ -136,7 +137,8 @@ class _Records:
         except StopIteration:
             return None
         except _RunOn:
-            problem = f"a quoted field opened on this line is still open {self.limit} lines later (a stray quote?)"
+            problem = (f"a quoted field opened on this line is still open {self.limit} lines later (a stray quote? "
+                       "if the field is really that long, raise data.max_record_lines)")
         else:
             spanned = len(lines.taken)
             if lines.ended:
@@ -214,13 +216,14 @@ def resolve_column(column: Column, header: list[str] | int, path: Path, key: str
 
 def read_delimited(path: str, header: bool, text: int, text_pair: int | None, label: int | None,
                    label_columns: Sequence[int] | None, delimiter: str | None = None, *,
-                   encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
+                   encoding: str = "utf-8", max_record_lines: int | None = None) -> Iterator[dict[str, Any]]:
     """Rows of a CSV/TSV file in the uniform raw layout (columns given as positions; no label column: null).
     The delimiter follows the suffix unless given. Every line of the file that is not blank and not the
-    header is one row, or part of a row whose quoted field holds a newline."""
+    header is one row, or part of a row whose quoted field holds a newline (at most `max_record_lines`,
+    default MAX_RECORD_LINES)."""
     path = Path(path)
     with _open(path, encoding) as stream:
-        records = _Records(stream, delimiter or DELIMITED[path.suffix.lower()])
+        records = _Records(stream, delimiter or DELIMITED[path.suffix.lower()], max_record_lines)
         width = None
         while (record := records.next(width)) is not None:
             line, fields, _, problem = record

@@ -37,7 +37,7 @@ def flag(value: Any, key: str, *, optional: bool = False) -> None:
 
 def check(*, max_length: Any, batch_size: Any, eval_batch_size: Any, max_train_rows: Any, val_fraction: Any,
           has_val: bool, on_bad_row: Any, num_workers: Any, seed: Any, header: Any, group_by_length: Any,
-          pin_memory: Any, label_delimiter: Any, encoding: Any) -> None:
+          pin_memory: Any, label_delimiter: Any, encoding: Any, max_record_lines: Any) -> None:
     """Refuse the first data.* argument that cannot work."""
     count(max_length, "data.max_length", what=" (tokens a row keeps; 0 would cut every row)")
     count(batch_size, "data.batch_size")
@@ -45,6 +45,7 @@ def check(*, max_length: Any, batch_size: Any, eval_batch_size: Any, max_train_r
     count(max_train_rows, "data.max_train_rows", optional=True)
     count(num_workers, "data.num_workers", minimum=0, optional=True)
     count(seed, "seed", minimum=0)
+    count(max_record_lines, "data.max_record_lines")
     # Without a validation file a share of train is held out; with one, val_fraction is unused (0 is fine).
     low = "0 <" if not has_val else "0 <="
     if not isinstance(val_fraction, numbers.Real) or isinstance(val_fraction, bool) or \

@@ -57,9 +57,10 @@ class Source:
 
 
 def load_source(location: str, key: str, columns: Columns, *, header: bool = True, cache_dir: str | Path,
-                hub_dataset: str | None = None, hub_config: str | None = None, encoding: str = "utf-8") -> Source:
+                hub_dataset: str | None = None, hub_config: str | None = None, encoding: str = "utf-8",
+                max_record_lines: int | None = None) -> Source:
     """Read one split. `key` is the config key that named it (used in error messages); `encoding` is that of
-    CSV/TSV/JSONL files."""
+    CSV/TSV/JSONL files, `max_record_lines` the most lines a quoted CSV/TSV field may span."""
     cache_dir = str(Path(cache_dir).expanduser())
     if hub_dataset:
         return _from_arrow(_load_hub(hub_dataset, hub_config, location, key, cache_dir),
@@ -75,7 +76,7 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
         return _from_arrow(Dataset.from_parquet(str(path), cache_dir=cache_dir), str(path), key, columns)
     stat = path.stat()
     stamp = hashlib.sha256(json.dumps([LAYOUT_VERSION, str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                                       header, repr(columns), encoding]).encode()).hexdigest()[:16]
+                                       header, repr(columns), encoding, max_record_lines]).encode()).hexdigest()[:16]
     if suffix in files.JSONL:
         names = files.jsonl_keys(path, encoding=encoding)
         if not names:
@@ -101,7 +102,8 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
                                   for c in columns.label_columns)
         reader, kwargs = files.read_delimited, {"header": header, "text": position["text_column"],
                                                 "text_pair": position.get("text_pair_column"),
-                                                "label": position.get("label_column"), "label_columns": label_columns}
+                                                "label": position.get("label_column"), "label_columns": label_columns,
+                                                "max_record_lines": max_record_lines}
         label_names = [head[i] for i in label_columns] if label_columns and isinstance(head, list) else None
     try:
         data = Dataset.from_generator(_rows, features=RAW_FEATURES, cache_dir=cache_dir,
