@@ -110,10 +110,9 @@ def write_report(rows: list[dict], path: Path) -> None:
 
 
 def evaluate(module, logits: Tensor, targets: Tensor, split: str, directory: Path | None) -> dict:
-    """Log the per-class report of a split (with the module's fitted decisions; rank 0 only, and a summary
-    for more than FULL_REPORT_UP_TO labels); with a directory, save
-    `<split>_report.csv` and the plots there, and add the plots to any TensorBoard logger of the module's
-    trainer. Returns the macro/micro/weighted rows."""
+    """Log the per-class report of a split (with the module's fitted decisions; on rank 0 only; a summary
+    above FULL_REPORT_UP_TO labels); with a directory, save `<split>_report.csv` and the plots there, and add
+    the plots to any TensorBoard logger of the module's trainer. Returns the macro/micro/weighted rows."""
     task = module.task
     probabilities, decisions = module.decide(logits)
     rows = class_report(task, probabilities, decisions, targets)
