@@ -18,6 +18,7 @@ data loader needs before it is built.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -33,25 +34,34 @@ from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
-from headfit.errors import HeadfitConfigError
+from headfit.errors import HeadfitConfigError, chain, unwritable
 
 log = logging.getLogger(__name__)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to `<path>.partial`, flushed to disk, then renamed over `path` (atomic on one filesystem)."""
+    """torch.save to `<path>.partial`, flushed to disk, then renamed over `path` (atomic on one filesystem).
+
+    When the system refuses (a full disk, a read-only directory), raises HeadfitOutputError naming `path` and the
+    reason (torch reports a full disk as "[enforce fail at inline_container.cc]", the OSError in its chain); the
+    partial file is removed and a previous `path` stays as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as stream:
             torch.save(obj, stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        refused = next((link for link in chain(error) if isinstance(link, OSError)), None)
+        if refused is None or not isinstance(error, Exception):
+            raise
+        raise unwritable(path, refused, "the checkpoint",
+                         note=f"nothing half-written is left (a previous {path.name} is as it was)") from error
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
