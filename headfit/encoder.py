@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
 from headfit.errors import HeadfitConfigError
 
@@ -48,6 +49,46 @@ def load_encoder(name_or_path: str, config: dict[str, Any] | None = None) -> Pre
     except (OSError, ValueError) as error:
         raise HeadfitConfigError(f"cannot load the encoder {name_or_path!r}: {error}",
                                  where="encoder.name_or_path", fix=_NOT_LOADABLE_FIX) from None
+
+
+def encoder_config(name_or_path: str) -> PretrainedConfig:
+    """The encoder's config alone (config.json: no weights are read)."""
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise HeadfitConfigError(f"cannot load the encoder {name_or_path!r}: {error}",
+                                 where="encoder.name_or_path", fix=_NOT_LOADABLE_FIX) from None
+
+
+# Encoders whose position ids start after the padding id (RoBERTa's layout): they take max_position_embeddings
+# - pad_token_id - 1 tokens.
+_POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet")
+
+
+def max_tokens(config: PretrainedConfig) -> int | None:
+    """The most tokens the encoder takes in one text (its position embeddings), or None where it has no limit."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    if config.model_type in _POSITIONS_AFTER_PADDING:
+        return positions - (config.pad_token_id or 0) - 1
+    return positions
+
+
+def check_max_length(max_length: Any, config: PretrainedConfig, key: str) -> None:
+    """Refuse a truncation length the encoder cannot take (found today as a tensor-size error in the forward
+    pass), naming its limit."""
+    limit = max_tokens(config)
+    if max_length is None or limit is None:
+        return
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise HeadfitConfigError(f"{key} must be a whole number >= 1, got {max_length!r}", where=key,
+                                 fix=f"e.g. {key}={min(128, limit)}")
+    if max_length > limit:
+        raise HeadfitConfigError(
+            f"{key}={max_length} is more tokens than the encoder takes: {config.model_type} has "
+            f"{limit} positions", where=f"{key}, against the encoder's max_position_embeddings",
+            fix=f"set {key}={limit} or less (texts longer than that are cut at it)")
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:

@@ -109,11 +109,12 @@ def write_report(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def evaluate(module, logits: Tensor, targets: Tensor, split: str, directory: Path | None) -> dict:
+def evaluate(module, logits: Tensor, targets: Tensor, split: str, directory: str | Path | None) -> dict:
     """Log the per-class report of a split (with the module's fitted decisions; on rank 0 only; a summary
     above FULL_REPORT_UP_TO labels); with a directory, save `<split>_report.csv` and the plots there, and add
     the plots to any TensorBoard logger of the module's trainer. Returns the macro/micro/weighted rows."""
     task = module.task
+    directory = Path(directory) if directory is not None else None  # a str path too
     probabilities, decisions = module.decide(logits)
     rows = class_report(task, probabilities, decisions, targets)
     csv_path = directory / f"{split}_report.csv" if directory is not None else None

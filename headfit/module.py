@@ -14,9 +14,14 @@ a checkpoint alone is enough to predict (headfit/predict.py).
 from __future__ import annotations
 
 import logging
+import math
+import os
+import pickletools
 import shutil
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,13 +30,14 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 from torchmetrics import CatMetric
-from transformers import get_linear_schedule_with_warmup
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from headfit.configs import head_preset, head_presets
 from headfit.decision import (calibration_error, fit_temperature, format_tuning, threshold_metrics,
                               tune_thresholds)
-from headfit.encoder import (enable_gradient_checkpointing, freeze, layer_depths, load_encoder, tokenizer_files,
-                             tokenizer_from_files)
-from headfit.errors import HeadfitConfigError, HeadfitDataError
+from headfit.encoder import (check_max_length, enable_gradient_checkpointing, freeze, layer_depths, load_encoder,
+                             tokenizer_files, tokenizer_from_files)
+from headfit.errors import HeadfitConfigError, HeadfitDataError, unreadable_checkpoint, unsafe_globals
 from headfit.heads import Head
 from headfit.task import Task
 
@@ -45,12 +51,14 @@ CHECKPOINT_KEY = "headfit"  # {"labels", "kind", ["tokenizer": {file name: bytes
 
 
 class ClassifierModule(pl.LightningModule):
-    """Encoder + head. `head` is a Head class, its dotted path, or a Hydra config (`_target_` + options)."""
+    """Encoder + head. `encoder` is a name, a directory, or an encoder already built (`AutoModel...`); `head` is a
+    preset name (conf/head/: "softmax", "sigmoid"), a Head class, its dotted path, or a Hydra config (`_target_` +
+    options)."""
 
     def __init__(
         self,
-        encoder: str,
-        labels: Sequence[str],
+        encoder: str | PreTrainedModel,
+        labels: Sequence[str] | int,
         kind: str,
         head: str | type[Head] | Mapping[str, Any] = "headfit.heads.SoftmaxHead",
         class_weights: str | Sequence[float] | Mapping[str, float] | None = None,
@@ -75,14 +83,18 @@ class ClassifierModule(pl.LightningModule):
         encoder_config: dict[str, Any] | None = None,
     ):
         super().__init__()
-        head, labels = head_config(head), [str(n) for n in labels]
+        head, labels = head_config(head), label_names(labels)
         class_weights, thresholds = _plain(class_weights), _plain(thresholds)
-        self.save_hyperparameters(ignore=["head", "labels", "class_weights", "thresholds"])
-        self.hparams.update(head=head, labels=labels, class_weights=class_weights, thresholds=thresholds)
+        check_arguments(locals())
+        built, encoder = encoder_name(encoder)
+        self.save_hyperparameters(ignore=["encoder", "head", "labels", "class_weights", "thresholds"])
+        self.hparams.update(encoder=encoder, head=head, labels=labels, class_weights=class_weights,
+                            thresholds=thresholds)
 
         head_class = get_class(head["_target_"])
         self.task = Task(kind, tuple(labels), activation=getattr(head_class, "activation", None))
-        self.encoder = load_encoder(encoder, encoder_config).train()  # from_pretrained returns eval mode: no dropout
+        # from_pretrained returns eval mode: train mode, so that dropout is on in training
+        self.encoder = (built if built is not None else load_encoder(encoder, encoder_config)).train()
         # Saved so that load_from_checkpoint rebuilds the architecture without the original weights.
         self.hparams.encoder_config = self.encoder.config.to_dict()
         self.save_hyperparameters(dict(self.hparams))  # again, so the logged hparams.yaml has the final values too
@@ -128,6 +140,20 @@ class ClassifierModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.tokenizer is None and hasattr(getattr(datamodule, "tokenizer", None), "save_pretrained"):
             self.tokenizer, self.max_length = datamodule.tokenizer, getattr(datamodule, "max_length", None)
+        check_max_length(getattr(datamodule, "max_length", None), self.encoder.config, "the data module's max_length")
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, *, weights_only: bool = True, **kwargs: Any):
+        """Lightning's `load_from_checkpoint`, with `weights_only=True` by default (tensors and plain values: no
+        pickled code runs), the file checked first (`HeadfitCheckpointError`: why it is not a readable headfit
+        checkpoint), and the module returned in eval mode (dropout off), ready to predict (`trainer.fit` puts
+        it back in train mode)."""
+        if isinstance(checkpoint_path, (str, os.PathLike)) and "://" not in str(checkpoint_path):
+            read_checkpoint(checkpoint_path, weights_only=weights_only)
+        module = super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict,
+                                              weights_only=weights_only, **kwargs)
+        return module.eval()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = {"labels": list(self.task.labels), "kind": self.task.kind}
@@ -156,6 +182,15 @@ class ClassifierModule(pl.LightningModule):
             self.tokenizer, self.max_length = tokenizer_from_files(saved["tokenizer"]), saved.get("max_length")
 
     # ---- steps ----------------------------------------------------------------------------------
+
+    def logged_metrics(self) -> list[str]:
+        """The names this module logs, which are what `optimized_metric` (a checkpoint's monitor) can be:
+        train/loss (also as train/loss_step and train/loss_epoch), val/loss, test/loss, and
+        {train,val,test}/<each task metric>. Only the train/ and val/ ones exist while fitting."""
+        metrics = list(self.task.metrics().keys())
+        return ["train/loss", "train/loss_step", "train/loss_epoch",
+                *(f"{stage}/{name}" for stage in ("train", "val", "test") for name in ["loss", *metrics]
+                  if (stage, name) != ("train", "loss"))]
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Check and normalise labels on the host, before the batch moves to an accelerator: a bad
@@ -310,6 +345,132 @@ class ClassifierModule(pl.LightningModule):
         return list(groups.values())
 
 
+# The constructor's numeric and true/false arguments: argument -> (config key, test, what it must be, an example).
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+ARGUMENTS = {
+    "lr": ("optim.lr", lambda v: _number(v) and v > 0, "a number > 0", "5e-5"),
+    "weight_decay": ("optim.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0", "0.01"),
+    "warmup_ratio": ("optim.warmup_ratio", lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1", "0.1"),
+    "focal_gamma": ("loss.focal_gamma", lambda v: v is None or _number(v) and v >= 0, "null or a number >= 0",
+                    "2.0"),
+    "focal_alpha": ("loss.focal_alpha", lambda v: v is None or _number(v) and 0 < v < 1,
+                    "null or a number between 0 and 1", "0.25"),
+    "label_smoothing": ("loss.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)", "0.1"),
+    "min_positives": ("decision.min_positives", lambda v: _whole(v) and v >= 0, "a whole number >= 0", "5"),
+    "freeze_layers": ("encoder.freeze_layers", lambda v: _whole(v) and v >= 0, "a whole number >= 0", "2"),
+    "num_train_rows": ("ClassifierModule(num_train_rows=...)", lambda v: v is None or _whole(v) and v > 0,
+                       "null or a whole number > 0", "the data module's num_train_rows"),
+    **{argument: (key, lambda v: isinstance(v, bool), "true or false", "false")
+       for argument, key in [("calibrate", "decision.calibrate"), ("freeze_encoder", "encoder.freeze"),
+                             ("gradient_checkpointing", "encoder.gradient_checkpointing")]},
+}
+
+
+def check_arguments(arguments: Mapping[str, Any]) -> None:
+    """Raise HeadfitConfigError naming the config key of the first argument of ARGUMENTS that is of the wrong type
+    or out of range (`arguments`: the constructor's, by name)."""
+    for argument, (key, valid, wanted, example) in ARGUMENTS.items():
+        value = arguments[argument]
+        if not valid(value):
+            raise HeadfitConfigError(f"{key} must be {wanted}, got {value!r}",
+                                     where=key if key.startswith("ClassifierModule") else
+                                     f"{key} (ClassifierModule({argument}=...))", fix=f"e.g. {key}={example}")
+
+
+def label_names(labels: Sequence[str] | int) -> list[str]:
+    """The label names in id order; a number n is n unnamed labels "0".."n-1" (the names headfit's data module
+    gives label ids)."""
+    if _whole(labels) and labels > 0:
+        return [str(i) for i in range(labels)]
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, (Sequence, ListConfig)) or not labels:
+        raise HeadfitConfigError(f"labels must be the label names in id order (or how many labels), got {labels!r}",
+                                 where="ClassifierModule(labels=...), task.labels",
+                                 fix="pass a list, e.g. labels=['neg', 'pos'], or labels=3 for labels '0', '1', '2'")
+    return [str(name) for name in labels]
+
+
+def encoder_name(encoder: Any) -> tuple[PreTrainedModel | None, str]:
+    """`encoder` as (the model when it is one already built, else None; the name hparams keep): a built model is
+    used as it is and saved as its config (encoder_config), so a checkpoint rebuilds it without it."""
+    if isinstance(encoder, (str, os.PathLike)):
+        return None, str(encoder)
+    if isinstance(encoder, PreTrainedModel) and encoder.base_model is encoder:
+        return encoder, str(encoder.config._name_or_path or type(encoder).__name__)
+    took = type(encoder).__name__
+    raise HeadfitConfigError(
+        f"encoder must be a Hugging Face model name, a directory, or an encoder model (AutoModel...), got {took}"
+        + (" (a model with a task head of its own)" if isinstance(encoder, PreTrainedModel) else ""),
+        where="ClassifierModule(encoder=...), encoder.name_or_path",
+        fix="pass a name or directory, or AutoModel.from_pretrained(...); for a model with a head, pass its "
+            "encoder: model.base_model")
+
+
+def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> dict[str, Any]:
+    """The checkpoint at `path` (its tensors mapped from the file, not read), or HeadfitCheckpointError saying
+    in one line why it is not a readable headfit checkpoint: missing, empty, truncated, not a torch file, holding
+    Python objects that could run code (refused with weights_only), or a torch file that is not headfit's."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise unreadable_checkpoint(path, "there is no such file" if not path.exists() else "it is not a file")
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        start = stream.read(4)
+    if size == 0:
+        raise unreadable_checkpoint(path, "the file is empty (0 bytes)")
+    if start == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        raise unreadable_checkpoint(path, f"it is truncated: it begins as a torch.save archive but its end is "
+                                          f"missing ({size} bytes; a save or copy cut short?)")
+    try:
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol, before the refusal below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only,
+                                    mmap=start == b"PK\x03\x04")
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ... here
+        refused = unsafe_globals(str(error)) or (_pickled_globals(path) if weights_only else [])
+        if refused:
+            raise unreadable_checkpoint(path, f"refused: it holds Python objects that could run code "
+                                              f"({', '.join(refused)}); headfit checkpoints load with weights_only") \
+                from None
+        raise unreadable_checkpoint(path, "it is not a file torch.save writes (neither a torch archive nor a pickle "
+                                          f"torch can read; it begins with {start!r})") from None
+    if not isinstance(checkpoint, dict):
+        raise unreadable_checkpoint(path, f"it is a torch file holding a {type(checkpoint).__name__}, not a "
+                                          f"checkpoint")
+    hparams = checkpoint.get("hyper_parameters")
+    missing = [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint] + \
+        [f"hyper_parameters.{key}" for key in ("encoder", "labels", "kind") if isinstance(hparams, Mapping)
+         and key not in hparams]
+    if missing:
+        raise unreadable_checkpoint(path, f"it is a torch file, but not one headfit wrote: it has no "
+                                          f"{', '.join(missing)}")
+    return checkpoint
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """The Python objects a plain pickle file would import when loaded (torch does not name them for a file that
+    is not its own format)."""
+    names, strings = set(), []
+    try:
+        with open(path, "rb") as stream:
+            for opcode, argument, _ in pickletools.genops(stream):
+                if opcode.name in ("GLOBAL", "INST"):
+                    names.add(str(argument).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.add(".".join(strings[-2:]))
+                if isinstance(argument, str):
+                    strings.append(argument)
+    except Exception:  # not a pickle, or cut short: whatever was read before that counts
+        pass
+    return sorted(names)
+
+
 def check_scale_options(layer_decay: float, compile: bool) -> None:
     if not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
         raise HeadfitConfigError(f"layer_decay must be in (0, 1], got {layer_decay!r}", where="optim.layer_decay",
@@ -343,9 +504,17 @@ def initial_thresholds(task: Task, thresholds: str | float | Sequence[float] | N
 
 
 def head_config(head: str | type | Mapping[str, Any]) -> dict[str, Any]:
-    """A head given as a class, a dotted path or a Hydra config -> a plain `{"_target_": ..., **options}`."""
+    """A head given as a preset name, a class, a dotted path or a Hydra config -> a plain
+    `{"_target_": ..., **options}`."""
     if isinstance(head, type):
         head = {"_target_": f"{head.__module__}.{head.__qualname__}"}
+    elif isinstance(head, str) and "." not in head:  # a preset: conf/head/<name>.yaml
+        preset = head_preset(head)
+        if preset is None:
+            raise HeadfitConfigError(f"there is no head called {head!r}", where="head",
+                                     fix=f"use one of {', '.join(head_presets())}, a Head class or its dotted path "
+                                         "(e.g. headfit.heads.SigmoidHead)")
+        head = preset
     elif isinstance(head, str):
         head = {"_target_": head}
     head = _plain(head)

@@ -105,11 +105,12 @@ class Task:
         """Turn a batch of labels in any accepted layout into the canonical target for this task.
 
         Accepted: label ids (B,) or (B, 1) of int, bool or integral float; one-hot (B, C) for
-        single-label tasks; multi-hot (B, C) for multilabel. `validate=False` skips the value
+        single-label tasks; multi-hot (B, C) for multilabel; label names (a list, and for multilabel a
+        list of names per row). `validate=False` skips the value
         checks (range, NaN, 0/1), which need the values on the host: use it only on a batch that
         was validated before it was moved to an accelerator.
         """
-        labels = torch.as_tensor(labels)
+        labels = torch.as_tensor(self._ids_of_names(labels))
         got = f"got {labels.dtype} {tuple(labels.shape)}"
         if labels.ndim == 0:
             raise HeadfitDataError(f"labels must hold one entry per row, {got}", where="batch['labels']",
@@ -121,6 +122,32 @@ class Task:
         if self.kind == "multilabel":
             return self._multi_hot(labels, got, validate)
         return self._single_label(labels, got, validate)
+
+    def _ids_of_names(self, labels: Tensor | Sequence) -> Tensor | Sequence:
+        """Label names (one per row; for multilabel, a list of names per row) as ids / multi-hot; anything else
+        as it is."""
+        if isinstance(labels, str):
+            raise HeadfitDataError(f"labels must hold one entry per row, got one string {labels!r}",
+                                   where="batch['labels']", fix=f"wrap it in a list: [{labels!r}]")
+        if isinstance(labels, Tensor) or not isinstance(labels, Sequence):
+            return labels
+        rows = [list(row) if isinstance(row, (list, tuple)) else [row] for row in labels]
+        if not any(isinstance(name, str) for row in rows for name in row):
+            return labels
+        ids = {name: i for i, name in enumerate(self.labels)}
+        for i, row in enumerate(rows):
+            if (self.kind != "multilabel" and len(row) != 1) or any(str(name) not in ids for name in row):
+                raise HeadfitDataError(
+                    f"row {i} of the batch has the label(s) {row}, and a {self.kind} task takes "
+                    f"{'names' if self.kind == 'multilabel' else 'one name'} from {list(self.labels)}",
+                    where="batch['labels'] against task.labels",
+                    fix="give label names of task.labels (or label ids); several per row need task.kind=multilabel")
+        if self.kind != "multilabel":
+            return torch.tensor([ids[str(row[0])] for row in rows])
+        hot = torch.zeros(len(rows), self.num_labels)
+        for i, row in enumerate(rows):
+            hot[i, [ids[str(name)] for name in row]] = 1
+        return hot
 
     def _multi_hot(self, labels: Tensor, got: str, validate: bool) -> Tensor:
         if labels.ndim != 2 or labels.shape[1] != self.num_labels:
