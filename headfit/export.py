@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from headfit import __version__
-from headfit.errors import HeadfitConfigError, HeadfitError
+from headfit.errors import HeadfitConfigError, HeadfitError, HeadfitOutputError, chain, explain, unwritable
 from headfit.heads import Head
 from headfit.module import ClassifierModule
 from headfit.predict import Predictor
@@ -249,11 +250,32 @@ def export(checkpoint: str | Path, format: str, out_dir: str | Path, *, tokenize
     if format not in FORMATS:
         raise HeadfitConfigError(f"unknown export format {format!r}", where="--format", fix="use hf or onnx")
     out_dir = Path(out_dir).expanduser()
+    check_out_dir(out_dir, overwrite)
+    predictor = Predictor.from_checkpoint(checkpoint, tokenizer=tokenizer, device="cpu")
+    try:
+        return export_hf(predictor, out_dir) if format == "hf" else export_onnx(predictor, out_dir, opset)
+    except Exception as error:  # the system refused a write (a full disk, ...), perhaps under torch's or onnx's
+        refused = next((link for link in chain(error) if isinstance(link, OSError)), None)
+        if refused is None or isinstance(error, HeadfitError):
+            raise
+        raise unwritable(refused.filename or out_dir, refused, "the export") from error
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """OUT_DIR must be a directory headfit can write into (made when missing), empty unless `overwrite`: checked
+    before the checkpoint is loaded."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HeadfitOutputError(f"{out_dir} is a file, and an export is a directory", where="OUT_DIR",
+                                 fix="give the path of a new (or empty) directory")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise HeadfitConfigError(f"{out_dir} exists and is not empty", where="OUT_DIR",
                                  fix="give a new directory, or pass --overwrite to write into it")
-    predictor = Predictor.from_checkpoint(checkpoint, tokenizer=tokenizer, device="cpu")
-    return export_hf(predictor, out_dir) if format == "hf" else export_onnx(predictor, out_dir, opset)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise unwritable(out_dir, error, "into") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,10 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         written = export(args.checkpoint, args.format, args.out_dir, tokenizer=args.tokenizer, opset=args.opset,
                          overwrite=args.overwrite)
-    except HeadfitError as error:
-        if args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as error:
+        explained = explain(error)  # None: a bug, whose traceback is shown
+        if explained is None or args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"headfit-export: {error}", file=sys.stderr)
+        print(f"headfit-export: {explained}", file=sys.stderr)  # the user's to fix: what, where, how
         return 1
     print(f"wrote {written['dir']}: {', '.join(written['files'])}; probabilities match headfit's within "
           f"{written['max_abs_difference']:.1e} on the probe texts")

@@ -39,8 +39,8 @@ from transformers.utils import logging as transformers_logging
 from headfit.data import files
 from headfit.data.checks import FIXES, POLICIES, text_problem
 from headfit.data.sampler import LengthGroupedSampler
-from headfit.encoder import load_tokenizer
-from headfit.errors import HeadfitConfigError, HeadfitDataError, HeadfitError
+from headfit.encoder import check_max_length, load_tokenizer
+from headfit.errors import HeadfitConfigError, HeadfitDataError, explain
 from headfit.module import ClassifierModule
 from headfit.onnx_model import OnnxModel
 from headfit.task import Task
@@ -50,15 +50,25 @@ PROGRESS_ROWS = 1000  # with progress=None, a bar is shown for at least this man
 
 
 def in_input_order(outputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Merge `trainer.predict` outputs (batches sorted by length, each with `index`) into input order.
+    """Merge `trainer.predict` outputs (batches sorted by length, each with `index`) into input order. Outputs
+    without `index` (a loader of your own) are kept in the order they came in.
 
     Returns `{"probabilities": (N, C) tensor, "labels": [name or list of names per row]}`.
     """
-    index = torch.cat([out["index"] for out in outputs])
-    order = torch.argsort(index)
-    probabilities = torch.cat([out["probabilities"] for out in outputs])[order]
+    if not outputs:
+        raise HeadfitDataError("no predictions to merge: the list of outputs is empty", where="in_input_order(outputs)",
+                               fix="pass what trainer.predict(module, loader) returned, for a loader with rows")
+    probabilities = torch.cat([out["probabilities"] for out in outputs])
     labels = [label for out in outputs for label in out["labels"]]
-    return {"probabilities": probabilities, "labels": [labels[i] for i in order.tolist()]}
+    indexed = sum("index" in out for out in outputs)
+    if indexed == 0:  # a loader without `index` (a user's): its batches come in its own order already
+        return {"probabilities": probabilities, "labels": labels}
+    if indexed < len(outputs):
+        raise HeadfitDataError(f"{len(outputs) - indexed} of {len(outputs)} outputs have no 'index'",
+                               where="the batches of the predict loader",
+                               fix="give every batch an 'index' (each row's position), or none of them")
+    order = torch.argsort(torch.cat([out["index"] for out in outputs]))
+    return {"probabilities": probabilities[order], "labels": [labels[i] for i in order.tolist()]}
 
 
 class Predictor:
@@ -76,6 +86,8 @@ class Predictor:
             module = module.eval().to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.module = module
         self.tokenizer, self.batch_size = tokenizer, batch_size
+        if max_length is not None and isinstance(module, torch.nn.Module):
+            check_max_length(max_length, module.encoder.config, "max_length (--max-length)")
         # Truncate as in training (the data module's max_length, saved in the checkpoint) unless told otherwise.
         self.max_length = max_length or module.max_length or _longest_input(tokenizer, module)
         self.collate = DataCollatorWithPadding(tokenizer)
@@ -431,10 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if args.output:
                 stream.close()
-    except HeadfitError as error:  # the user's to fix: what, where, how; no traceback
-        if args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as error:
+        explained = explain(error)  # None: a bug, whose traceback is shown
+        if explained is None or args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"headfit-predict: {error}", file=sys.stderr)
+        print(f"headfit-predict: {explained}", file=sys.stderr)  # the user's to fix: what, where, how
         return 1
     return 0
 

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -22,14 +23,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from headfit.checkpoint import atomic_save, keep_earlier_metrics, resolve_ckpt_path
+from headfit.configs import config_dir
 from headfit.distributed import end_ranks, launch_ranks_on_this_job
-from headfit.errors import HeadfitConfigError, HeadfitError
+from headfit.encoder import check_max_length, encoder_config
+from headfit.errors import HeadfitConfigError, HeadfitOutputError, chain, explain
 from headfit.evaluation import evaluate
-from headfit.module import ClassifierModule
+from headfit.module import ClassifierModule, read_checkpoint
 from headfit.precision import check_precision
 from headfit.shape_check import check_shapes
 from headfit.sweep import record_failure
@@ -39,14 +42,7 @@ log = logging.getLogger("headfit")
 # encoder config keeps the module's default
 ENCODER_OPTIONS = {"freeze": "freeze_encoder", "freeze_layers": "freeze_layers",
                    "gradient_checkpointing": "gradient_checkpointing"}
-
-
-def _config_dir() -> str:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):  # an installed wheel, or a source checkout
-        if (candidate / "train.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"headfit's configs are neither in {here / 'conf'} nor in {here.parent / 'conf'}")
+_config_dir = config_dir  # its earlier name (headfit/configs.py)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -58,9 +54,12 @@ def train(cfg: DictConfig) -> float | None:
     if rank_zero_only.rank == 0:  # under DDP ranks 1.. run train() too, and write nothing (headfit/distributed.py)
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    check_max_length(cfg.data.get("max_length"), encoder_config(cfg.encoder.name_or_path), "data.max_length")
     pl.seed_everything(cfg.seed, workers=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
+    if ckpt_path and "://" not in ckpt_path:
+        read_checkpoint(ckpt_path)  # a broken or unsafe file stops here, not after the data is read
 
     datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task)
     datamodule.setup("fit")
@@ -71,10 +70,11 @@ def train(cfg: DictConfig) -> float | None:
         **{argument: cfg.encoder[key] for key, argument in ENCODER_OPTIONS.items() if key in cfg.encoder},
     )
     check_shapes(model, next(iter(datamodule.train_dataloader())))
+    check_monitor(cfg.optimized_metric, model)
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     keep_earlier_metrics(loggers)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     launch_ranks_on_this_job(trainer)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
@@ -118,30 +118,68 @@ def best_checkpoint(trainer: pl.Trainer, model: ClassifierModule, datamodule) ->
     return path
 
 
+def check_monitor(metric: str, model: ClassifierModule) -> None:
+    """`optimized_metric` must be one the model logs while fitting (else it is found missing after training)."""
+    valid = [name for name in model.logged_metrics() if not name.startswith("test/")]
+    if metric not in valid:
+        raise HeadfitConfigError(f"optimized_metric={metric} is not a metric this {model.task.kind} task logs "
+                                 f"while training", where="optimized_metric (also the checkpoint's monitor)",
+                                 fix=f"use one of {', '.join(valid)}")
+
+
+def build_trainer(options: DictConfig, **arguments) -> pl.Trainer:
+    """The Trainer from `trainer.*`; an argument Lightning refuses is reported naming its trainer.<key>."""
+    accumulate = options.get("accumulate_grad_batches", 1)
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:  # Lightning takes 0
+        raise HeadfitConfigError(f"trainer.accumulate_grad_batches must be a whole number >= 1, got {accumulate!r}",
+                                 where="trainer.accumulate_grad_batches",
+                                 fix="1: an optimizer step after every batch; k: one step per k batches, their "
+                                     "gradients summed")
+    try:
+        return instantiate(options, **arguments)
+    except Exception as error:
+        refusal = chain(error)[-1]  # Lightning's own, under Hydra's InstantiationException
+        if explain(error) is not None or not isinstance(refusal, (MisconfigurationException, ValueError, TypeError)):
+            raise
+        message = str(refusal).splitlines()[0]
+        keys = [key for key in options if key != "_target_" and re.search(rf"\b{re.escape(str(key))}\b", message)]
+        where = ", ".join(f"trainer.{key}" for key in keys) or "trainer.*"
+        refused = ", ".join(f"trainer.{key}={options[key]}" for key in keys) or "the trainer options"
+        raise HeadfitConfigError(
+            f"Lightning's Trainer refuses {refused}: {message}", where=where,
+            fix="see conf/trainer/default.yaml and Lightning's Trainer documentation for the values it takes; "
+                "a key the config does not list is added with +trainer.<key>=") from None
+
+
 def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
     """Write the fitted thresholds and temperature into the checkpoint, leaving the rest of it (optimizer,
     epoch: what a resume needs) as it was. Written to a temporary file and renamed: never half-written."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["state_dict"]["thresholds"] = model.thresholds.detach().cpu()
     state["state_dict"]["temperature"] = model.temperature.detach().cpu()
-    atomic_save(state, checkpoint)
+    try:
+        atomic_save(state, checkpoint)
+    except HeadfitOutputError as error:
+        raise HeadfitOutputError(
+            f"the fitted decisions (thresholds, temperature) could not be written into {checkpoint}: "
+            f"{error.problem.split(': ', 1)[-1]}", where=error.where,
+            fix=f"{error.fix}; {checkpoint} still holds the trained weights, with the decisions it had before") \
+            from error
 
 
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
         value = train(cfg)
     except Exception as error:
         end_ranks(failed=True)
-        if isinstance(error, MissingMandatoryValue):
-            error = HeadfitError(f"{error.full_key} has no value", where=error.full_key,
-                                 fix=f"set it on the command line: {error.full_key}=...")
+        explained = explain(error)  # None: a bug, whose traceback is shown
         if HydraConfig.get().mode == RunMode.MULTIRUN:  # one failed run does not end the sweep
-            record_failure(error, HydraConfig.get().runtime.output_dir)
+            record_failure(explained or error, HydraConfig.get().runtime.output_dir)
             return None  # what every sweeper accepts as "no result" (Optuna: a failed trial)
-        if not isinstance(error, HeadfitError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if explained is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        log.error("%s", error)  # the user's to fix: what and where, no traceback
+        log.error("%s", explained)  # the user's to fix: what, where, how; no traceback
         sys.exit(1)
     end_ranks(failed=False)
     if value is not None and math.isnan(value) and HydraConfig.get().mode == RunMode.MULTIRUN:
