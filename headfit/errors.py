@@ -74,8 +74,8 @@ def unreadable_checkpoint(path: str | Path, why: str) -> HeadfitCheckpointError:
         f"{path} is not a readable headfit checkpoint: {why}", where=str(path),
         fix="if you trust this file and know what it runs, load it yourself with torch.load(weights_only=False); "
             "headfit reads checkpoints written by headfit-train" if refused else
-            "give a .ckpt written by headfit-train (checkpoints/best.ckpt or last.ckpt); a file cut short (a full disk, "
-            "an interrupted copy) must be copied or trained again")
+            "give a .ckpt written by headfit-train (checkpoints/best.ckpt or last.ckpt); a file cut short (a full "
+            "disk, an interrupted copy) must be copied or trained again")
 
 
 def unsafe_globals(message: str) -> list[str]:
