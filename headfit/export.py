@@ -262,20 +262,20 @@ def export(checkpoint: str | Path, format: str, out_dir: str | Path, *, tokenize
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """OUT_DIR must be a directory headfit can write into (made when missing), empty unless `overwrite`: checked
-    before the checkpoint is loaded."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise HeadfitOutputError(f"{out_dir} is a file, and an export is a directory", where="OUT_DIR",
+    """OUT_DIR must be a directory (or a path to one) headfit can write into, empty unless `overwrite`: checked
+    before the checkpoint is loaded, creating nothing."""
+    existing = next(path for path in (out_dir, *out_dir.parents) if path.exists())
+    if not existing.is_dir():
+        raise HeadfitOutputError(f"{existing} is a file, and an export is a directory", where=f"OUT_DIR {out_dir}",
                                  fix="give the path of a new (or empty) directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+    if existing == out_dir and any(out_dir.iterdir()) and not overwrite:
         raise HeadfitConfigError(f"{out_dir} exists and is not empty", where="OUT_DIR",
                                  fix="give a new directory, or pass --overwrite to write into it")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
+        with tempfile.TemporaryFile(dir=existing):  # the directory the export's files (or folders) go into
             pass
     except OSError as error:
-        raise unwritable(out_dir, error, "into") from None
+        raise unwritable(existing, error, "into") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
