@@ -119,8 +119,9 @@ def best_checkpoint(trainer: pl.Trainer, model: ClassifierModule, datamodule) ->
 
 
 def check_monitor(metric: str, model: ClassifierModule) -> None:
-    """`optimized_metric` must be one the model logs while fitting (else it is found missing after training)."""
-    valid = [name for name in model.logged_metrics() if not name.startswith("test/")]
+    """`optimized_metric` must be one the model logs while fitting (else it is found missing after training);
+    per-step values (`_step`) are not what a checkpoint callback sees."""
+    valid = [name for name in model.logged_metrics() if not name.startswith("test/") and not name.endswith("_step")]
     if metric not in valid:
         raise HeadfitConfigError(f"optimized_metric={metric} is not a metric this {model.task.kind} task logs "
                                  f"while training", where="optimized_metric (also the checkpoint's monitor)",
