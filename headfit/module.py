@@ -93,7 +93,7 @@ class ClassifierModule(pl.LightningModule):
 
         head_class = get_class(head["_target_"])
         self.task = Task(kind, tuple(labels), activation=getattr(head_class, "activation", None))
-        # from_pretrained returns eval mode: train mode, so that dropout is on in training
+        # train mode: from_pretrained (and perhaps a model built by the user) returns eval mode, without dropout
         self.encoder = (built if built is not None else load_encoder(encoder, encoder_config)).train()
         # Saved so that load_from_checkpoint rebuilds the architecture without the original weights.
         self.hparams.encoder_config = self.encoder.config.to_dict()
@@ -345,7 +345,6 @@ class ClassifierModule(pl.LightningModule):
         return list(groups.values())
 
 
-# The constructor's numeric and true/false arguments: argument -> (config key, test, what it must be, an example).
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -354,6 +353,7 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# The constructor's numeric and true/false arguments: argument -> (config key, test, what it must be, an example).
 ARGUMENTS = {
     "lr": ("optim.lr", lambda v: _number(v) and v > 0, "a number > 0", "5e-5"),
     "weight_decay": ("optim.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0", "0.01"),
@@ -364,7 +364,6 @@ ARGUMENTS = {
                     "null or a number between 0 and 1", "0.25"),
     "label_smoothing": ("loss.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)", "0.1"),
     "min_positives": ("decision.min_positives", lambda v: _whole(v) and v >= 0, "a whole number >= 0", "5"),
-    "freeze_layers": ("encoder.freeze_layers", lambda v: _whole(v) and v >= 0, "a whole number >= 0", "2"),
     "num_train_rows": ("ClassifierModule(num_train_rows=...)", lambda v: v is None or _whole(v) and v > 0,
                        "null or a whole number > 0", "the data module's num_train_rows"),
     **{argument: (key, lambda v: isinstance(v, bool), "true or false", "false")
@@ -379,9 +378,10 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
     for argument, (key, valid, wanted, example) in ARGUMENTS.items():
         value = arguments[argument]
         if not valid(value):
-            raise HeadfitConfigError(f"{key} must be {wanted}, got {value!r}",
-                                     where=key if key.startswith("ClassifierModule") else
-                                     f"{key} (ClassifierModule({argument}=...))", fix=f"e.g. {key}={example}")
+            raise HeadfitConfigError(f"{key} must be {wanted}, got {value!r}", where=key,
+                                     fix=f"e.g. {key}={example}" if key.startswith("ClassifierModule") else
+                                     f"e.g. {key}={example} (from Python: ClassifierModule({argument}="
+                                     f"{example.capitalize() if example == 'false' else example}))")
 
 
 def label_names(labels: Sequence[str] | int) -> list[str]:
