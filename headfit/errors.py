@@ -40,8 +40,9 @@ class HeadfitCheckpointError(HeadfitError):
     """A file given as a checkpoint that is not a readable headfit checkpoint (or is refused as unsafe)."""
 
 
-class HeadfitOutputError(HeadfitError):
-    """A file or directory headfit could not write (no space, read-only, a file where a directory should be)."""
+class HeadfitOutputError(HeadfitError, OSError):
+    """A file or directory headfit could not write (no space, read-only, a file where a directory should be).
+    Also an OSError (with the system's errno, when there is one), so `except OSError` still catches it."""
 
 
 # How to fix what the operating system refused, by errno.
@@ -62,9 +63,11 @@ def unwritable(path: str | Path, error: OSError, what: str = "", doing: str = "w
                note: str = "") -> HeadfitOutputError:
     """'could not write <what> <path>: <the system's reason>[; note]' and the fix for that reason."""
     reason = error.strerror or str(error)
-    return HeadfitOutputError(f"could not {doing} {what + ' ' if what else ''}{path}: {reason}"
-                              + (f"; {note}" if note else ""), where=str(path),
-                              fix=_OS_FIXES.get(error.errno, "check the path and the disk"))
+    refused = HeadfitOutputError(f"could not {doing} {what + ' ' if what else ''}{path}: {reason}"
+                                 + (f"; {note}" if note else ""), where=str(path),
+                                 fix=_OS_FIXES.get(error.errno, "check the path and the disk"))
+    refused.errno = error.errno  # (not strerror and filename: OSError would print those instead of the message)
+    return refused
 
 
 def unreadable_checkpoint(path: str | Path, why: str) -> HeadfitCheckpointError:
