@@ -57,7 +57,7 @@ TRAIN = {  # case: (overrides, what to patch, what the message says)
     "a metric the task does not log": (["optimized_metric=val/bogus"], None,
                                        ["optimized_metric=val/bogus is not a metric", "val/loss", "val/macro_f1"]),
     "metrics.json-only metric": (["optimized_metric=val/macro_f1_at_0_5"], None, ["is not a metric this"]),
-    "batch size 0": (["data.batch_size=0"], None, ["data.batch_size"]),
+    "batch size 0 (the data module's check)": (["data.batch_size=0"], None, ["data.batch_size"]),
     "resume from a truncated file": (["ckpt_path={truncated}"], None,
                                      ["is not a readable headfit checkpoint: it is truncated"]),
     "resume from a file that runs code": (["ckpt_path={runs_code}"], None,
@@ -69,11 +69,7 @@ TRAIN = {  # case: (overrides, what to patch, what the message says)
 }
 
 
-# data.* range checks are the data module's (branch issue11-data); until they land, data.batch_size=0 reaches torch.
-NOT_YET = {"batch size 0": pytest.mark.xfail(reason="data.batch_size is checked by the data module (issue11-data)")}
-
-
-@pytest.mark.parametrize("case", [pytest.param(case, marks=NOT_YET.get(case, ())) for case in TRAIN])
+@pytest.mark.parametrize("case", list(TRAIN))
 def test_headfit_train_stops_in_words(case, files, tiny_encoder, tmp_path, monkeypatch, capsys):
     overrides, patch, expected = TRAIN[case]
     if patch:
