@@ -79,11 +79,8 @@ def check_max_length(max_length: Any, config: PretrainedConfig, key: str) -> Non
     """Refuse a truncation length the encoder cannot take (found today as a tensor-size error in the forward
     pass), naming its limit."""
     limit = max_tokens(config)
-    if max_length is None or limit is None:
-        return
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise HeadfitConfigError(f"{key} must be a whole number >= 1, got {max_length!r}", where=key,
-                                 fix=f"e.g. {key}={min(128, limit)}")
+    if limit is None or isinstance(max_length, bool) or not isinstance(max_length, int):
+        return  # its type and lower bound are the data module's to check (headfit/data/options.py)
     if max_length > limit:
         raise HeadfitConfigError(
             f"{key}={max_length} is more tokens than the encoder takes: {config.model_type} has "
