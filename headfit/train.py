@@ -29,6 +29,7 @@ from headfit.checkpoint import atomic_save, keep_earlier_metrics, resolve_ckpt_p
 from headfit.distributed import end_ranks, launch_ranks_on_this_job
 from headfit.errors import HeadfitConfigError, HeadfitError
 from headfit.evaluation import evaluate
+from headfit.loggers import log_run_files
 from headfit.module import ClassifierModule
 from headfit.precision import check_precision
 from headfit.shape_check import check_shapes
@@ -98,6 +99,7 @@ def train(cfg: DictConfig) -> float | None:
         results["test_report"] = evaluate(model, test_logits, test_targets, "test", reports)
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        log_run_files(loggers, cfg, output_dir)
         log.info("run directory: %s (config.yaml, metrics.json, *_report.csv, plots, logs/, checkpoints/)",
                  output_dir)
     return results["val"].get(cfg.optimized_metric)
