@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 from torchmetrics.functional.classification import (
     multiclass_auroc, multiclass_average_precision, multiclass_f1_score, multiclass_precision, multiclass_recall,
@@ -64,16 +65,41 @@ def _number(value):
     return value
 
 
-def format_report(rows: list[dict], title: str) -> str:
-    header = f"{'label':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8} {'auroc':>7} {'AP':>7}"
+LABEL_WIDTH = 48     # the label column fits the longest name shown, up to this; longer names wrap onto more lines
+FULL_REPORT_UP_TO = 30  # more labels than this: the printed report is a summary (the CSV keeps every label)
+WORST_LABELS = 10
+
+
+def format_report(rows: list[dict], title: str, *, full_up_to: int = FULL_REPORT_UP_TO, worst: int = WORST_LABELS,
+                  csv_path: Path | str | None = None) -> str:
+    """The report as a text table: every label, then macro, micro and weighted. With more than `full_up_to`
+    labels, only the `worst` labels by F1 (lowest first; the CSV at `csv_path` has them all). Label names are
+    never cut: the column is as wide as the longest name shown (up to LABEL_WIDTH, then they wrap)."""
+    labels, averages = rows[:-3], rows[-3:]
+    if len(labels) > full_up_to:
+        shown = sorted(labels, key=lambda row: (row["f1"], -row["support"], str(row["label"])))[:worst]
+        where = f"; every label in {csv_path}" if csv_path is not None else ""
+        title = f"{title}: {len(labels)} labels, the {len(shown)} with the lowest F1 shown{where}"
+        labels = shown
+    width = max(len("label"), min(LABEL_WIDTH, max(len(str(row["label"])) for row in labels + averages)))
+    header = f"{'label':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8} {'auroc':>7} {'AP':>7}"
     lines = [title, header, "-" * len(header)]
-    for row in rows:
-        if row["label"] == "macro":
-            lines.append("-" * len(header))
-        cells = [f"{row[k]:>9.3f}" if row[k] is not None else f"{'':>9}" for k in ("precision", "recall", "f1")]
-        ranks = [f"{row[k]:>7.3f}" if row[k] is not None else f"{'':>7}" for k in ("auroc", "average_precision")]
-        lines.append(f"{str(row['label'])[:20]:<20} {' '.join(cells)} {int(row['support']):>8} {' '.join(ranks)}")
+    for row in labels:
+        lines.extend(_report_line(row, width))
+    lines.append("-" * len(header))
+    for row in averages:
+        lines.extend(_report_line(row, width))
     return "\n".join(lines)
+
+
+def _report_line(row: dict, width: int) -> list[str]:
+    name = str(row["label"])
+    # a name longer than the column goes on below it, indented: cut, never dropped
+    pieces = [name[:width], *("  " + name[i:i + width - 2] for i in range(width, len(name), width - 2))]
+    cells = [f"{row[k]:>9.3f}" if row[k] is not None else f"{'':>9}" for k in ("precision", "recall", "f1")]
+    ranks = [f"{row[k]:>7.3f}" if row[k] is not None else f"{'':>7}" for k in ("auroc", "average_precision")]
+    first = f"{pieces[0]:<{width}} {' '.join(cells)} {int(row['support']):>8} {' '.join(ranks)}"
+    return [first.rstrip(), *pieces[1:]]
 
 
 def write_report(rows: list[dict], path: Path) -> None:
@@ -84,15 +110,19 @@ def write_report(rows: list[dict], path: Path) -> None:
 
 
 def evaluate(module, logits: Tensor, targets: Tensor, split: str, directory: Path | None) -> dict:
-    """Log the per-class report of a split (with the module's fitted decisions); with a directory, save
-    `<split>_report.csv` and the plots there, and add the plots to any TensorBoard logger of the module's
-    trainer. Returns the macro/micro/weighted rows."""
+    """Log the per-class report of a split (with the module's fitted decisions; on rank 0 only; a summary
+    above FULL_REPORT_UP_TO labels); with a directory, save `<split>_report.csv` and the plots there, and add
+    the plots to any TensorBoard logger of the module's trainer. Returns the macro/micro/weighted rows."""
     task = module.task
     probabilities, decisions = module.decide(logits)
     rows = class_report(task, probabilities, decisions, targets)
-    log.info("%s", format_report(rows, f"{split}: per-class report ({len(targets)} rows)"))
+    csv_path = directory / f"{split}_report.csv" if directory is not None else None
+    # Rank 0 only: under torchrun or SLURM every rank runs the whole job, logging to the same console and
+    # appending to the same train.log, so each rank would print the report again.
+    if rank_zero_only.rank == 0:
+        log.info("%s", format_report(rows, f"{split}: per-class report ({len(targets)} rows)", csv_path=csv_path))
     if directory is not None:
-        write_report(rows, directory / f"{split}_report.csv")
+        write_report(rows, csv_path)
         paths = save_plots(task, probabilities, decisions, targets, rows, directory, split)
         if split == "val" and module.hparams.calibrate:
             paths.append(save_reliability(task, task.probabilities(logits), probabilities, targets,

@@ -124,14 +124,11 @@ class LabelSpace:
         if not rows:
             raise HeadfitDataError("the training data has no rows", where=where(0) if values else "data.train_path",
                                    fix="point data.train_path at a file with labelled rows")
-        widths = {len(atoms) for atoms, _ in rows}
-        vector = (all(is_list for _, is_list in rows) and len(widths) == 1 and widths.pop() >= 2
-                  and all(a in (0, 1) and not isinstance(a, str) for atoms, _ in rows for a in atoms))
-        if vector:
-            space, evidence = cls._infer_vector(rows, kind, labels)
+        located = lambda k: where(positions[k])  # noqa: E731 (row k of `rows` -> its place)
+        if _vectors(rows):
+            space, evidence = cls._infer_vector(rows, located, kind, labels, skip_unreadable)
         else:
-            space, evidence = cls._infer_atoms(rows, lambda k: where(positions[k]), kind, labels, delimiter,
-                                               skip_unreadable)
+            space, evidence = cls._infer_atoms(rows, located, kind, labels, delimiter, skip_unreadable)
         if num_labels is not None and int(num_labels) != len(space.labels):
             given = "task.labels has" if labels is not None else "the data has"
             raise HeadfitConfigError(
@@ -142,8 +139,19 @@ class LabelSpace:
         return space
 
     @classmethod
-    def _infer_vector(cls, rows, kind, labels) -> tuple[LabelSpace, str]:
-        width = len(rows[0][0])
+    def _infer_vector(cls, rows, where, kind, labels, skip_unreadable) -> tuple[LabelSpace, str]:
+        widths = Counter(len(atoms) for atoms, _ in rows)
+        width = widths.most_common(1)[0][0]
+        if len(widths) > 1:  # with skip, the rows of another width are skipped (and counted) as bad rows
+            odd = next(k for k, (atoms, _) in enumerate(rows) if len(atoms) != width)
+            if not skip_unreadable:
+                typical = next(k for k, (atoms, _) in enumerate(rows) if len(atoms) == width)
+                raise HeadfitDataError(
+                    f"the labels are 0/1 vectors, but this one has {len(rows[odd][0])} entries where "
+                    f"{widths[width]} of {len(rows)} training rows (e.g. {where(typical)}) have {width}",
+                    where=where(odd), fix="give every row one 0/1 entry per label, or set data.on_bad_row=skip")
+            keep = [k for k, (atoms, _) in enumerate(rows) if len(atoms) == width]
+            rows, where = [rows[k] for k in keep], (lambda k, located=where: located(keep[k]))
         names = _given_names(labels, width, "columns in each label vector")
         ones = Counter(sum(atoms) for atoms, _ in rows)
         single = set(ones) == {1}
@@ -155,9 +163,12 @@ class LabelSpace:
         else:
             evidence = f"task.kind={kind}; labels are 0/1 vectors of width {width}"
         if kind != "multilabel" and not single:
-            raise HeadfitConfigError(
-                f"task.kind={kind} takes one label per row, but some label vectors have {sorted(set(ones) - {1})} ones",
-                where="task.kind", fix="use task.kind=multilabel (or auto) with head=sigmoid",
+            first = next(k for k, (atoms, _) in enumerate(rows) if sum(atoms) != 1)
+            others = sum(n for k, n in ones.items() if k != 1)
+            raise HeadfitDataError(
+                f"task.kind={kind} takes one label per row, but this label vector has {sum(rows[first][0])} ones "
+                f"({others} of {len(rows)} training rows have other than one)",
+                where=where(first), fix="use task.kind=multilabel (or auto) with head=sigmoid, or fix the row",
             )
         return cls(kind, names, "vector"), evidence
 
@@ -181,6 +192,8 @@ class LabelSpace:
                     where=where(several[0]), fix="use task.kind=multilabel head=sigmoid, or fix the row",
                 )
         atoms = {a for row, _ in rows for a in row}
+        if labels is None:
+            _refuse_mixed(rows, where)
         if labels is not None:
             names = _given_names(labels, None, "")
             by = "name" if all(str(a) in names for a in atoms) else "index"
@@ -219,7 +232,8 @@ class LabelSpace:
         atoms, _ = parse(value, self.delimiter if self.kind == "multilabel" else None)
         if self.by == "vector":
             if len(atoms) != len(self.labels) or any(a not in (0, 1) or isinstance(a, str) for a in atoms):
-                raise LabelError(f"label {value!r} is not a 0/1 vector of width {len(self.labels)}")
+                raise LabelError(f"label {value!r} is not a 0/1 vector of width {len(self.labels)} (the training "
+                                 f"labels are 0/1 vectors with one entry per label)")
             ids = tuple(i for i, a in enumerate(atoms) if a == 1)
         else:
             ids = self._map(atoms)
@@ -258,6 +272,40 @@ class LabelSpace:
         """How many rows carry each label."""
         counter = Counter(i for row in ids for i in row)
         return [counter.get(i, 0) for i in range(len(self.labels))]
+
+
+def _vectors(rows: list[tuple[list[Atom], bool]]) -> bool:
+    """Whether the column holds 0/1 vectors (one-hot or multi-hot) rather than lists of label indices.
+
+    Every row must be a list of 0s and 1s. Then one width >= 2 throughout is a vector; so is a column where any
+    row repeats an entry (`[1, 0, 1]`): a list of indices never does. Judged on the whole column, so that one
+    row of another width is caught as that, not read as indices.
+    """
+    if not all(is_list and all(a in (0, 1) and not isinstance(a, str) for a in atoms) for atoms, is_list in rows):
+        return False
+    widths = {len(atoms) for atoms, _ in rows}
+    return (len(widths) == 1 and min(widths) >= 2) or any(len(set(atoms)) < len(atoms) for atoms, _ in rows)
+
+
+def _refuse_mixed(rows: list[tuple[list[Atom], bool]], where: Callable[[int], str]) -> None:
+    """Indices and names in one column (1, 0, "pos", "neg") would become 4 labels; nothing says index 1 is
+    "pos". Without task.labels that is a guess, so refuse it, naming a row of each."""
+    first: dict[type, int] = {}
+    for k, (atoms, _) in enumerate(rows):
+        for atom in atoms:
+            first.setdefault(type(atom), k)
+        if len(first) == 2:
+            break
+    else:
+        return
+    index, name = first[int], first[str]
+    example = lambda k, kind: next(a for a in rows[k][0] if isinstance(a, kind))  # noqa: E731
+    raise HeadfitDataError(
+        f"the label column mixes indices and names: {example(index, int)!r} at {where(index)} is an index, "
+        f"{example(name, str)!r} at {where(name)} is a name; read as they are they would be different labels",
+        where=where(max(index, name)),
+        fix="write every label the same way (all names, or all indices 0..K-1), or give the names in id order with "
+            "task.labels=[...] or data.labels_file, so that index k means the k-th name")
 
 
 def _given_names(labels: Sequence[str] | None, width: int | None, what: str) -> tuple[str, ...]:

@@ -109,3 +109,17 @@ def test_batch_and_counts():
     ids = [space.ids(v) for v in ["a,b", "b", "c"]]
     assert space.batch(ids).tolist() == [[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     assert space.counts(ids) == [1, 2, 1]
+
+
+def test_rows_named_after_skipping_a_vector_of_another_width_are_the_right_rows():
+    values = [[1, 0, 0], [1, 0, 0, 0], [0, 1, 0], [1, 1, 0]]
+    with pytest.raises(HeadfitDataError, match="has 2 ones") as error:
+        infer(values, kind="multiclass", skip_unreadable=True)
+    assert error.value.where == "train.csv:5"  # values[3], not values[2]: the skipped row does not shift it
+
+
+def test_mixed_indices_and_names_need_the_names():
+    with pytest.raises(HeadfitDataError, match="mixes indices and names") as error:
+        infer([1, 0, "pos", "neg"])
+    assert "train.csv:2" in error.value.problem and "train.csv:4" in error.value.problem
+    assert infer([1, 0, "pos", "neg"], labels=["neg", "pos"]).ids("pos") == (1,)

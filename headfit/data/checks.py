@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("error", "skip")
 FIXES = {
-    "unparsable line": "quote fields that contain the delimiter or a newline, or fix the line",
+    "unparsable line": "quote fields that contain the delimiter or a newline, close or double (\"\") a stray "
+                       "quote, or fix the line",
     "empty text": "give the row text, or remove it",
     "missing label": "give the row a label, or remove it",
     "unreadable label": "write the label as a name, an index, a list or a delimited string (docs/data.md)",
@@ -61,6 +62,10 @@ def check_rows(tokenized: Dataset, source: Source, space: LabelSpace, split: str
                                          "message": message, "text": row["text"], "label": json.loads(row["label"])},
                                         ensure_ascii=False) + "\n")
         log.warning("%s: skipped %d bad rows; each is listed with its reason in %s", split, len(bad), path)
+    if len(bad) == len(checked):  # nothing left to train or evaluate on
+        raise HeadfitDataError(f"all {len(checked)} rows of {source.name} are bad ({', '.join(reasons)})",
+                               where=source.name, fix="fix the rows: skipped_rows.jsonl in the run directory lists "
+                                                      "each with its reason")
     skipped = set(bad)
     return select(checked, [i for i in range(len(checked)) if i not in skipped])
 

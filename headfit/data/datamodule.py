@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
+from headfit.data import options
 from headfit.data.checks import check_rows
 from headfit.data.sampler import LengthGroupedSampler
 from headfit.data.sources import Columns, Source, column, load_source, select
@@ -80,6 +81,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
         kind: str = "auto",
         labels: Sequence[str] | None = None,
         num_labels: int | None = None,
+        encoding: str = "utf-8",
+        max_record_lines: int = 100,
     ):
         super().__init__()
         self.tokenizer_name = tokenizer
@@ -93,7 +96,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
                                                          ("test", test_text_column, test_label_column)]
         }
         self.header, self.label_delimiter, self.labels_file = header, label_delimiter, labels_file
-        self.hub_dataset, self.hub_config = hub_dataset, hub_config
+        self.hub_dataset, self.hub_config, self.encoding = hub_dataset, hub_config, encoding
+        self.max_record_lines = max_record_lines
         self.on_bad_row, self.val_fraction, self.max_train_rows = on_bad_row, val_fraction, max_train_rows
         self.max_length, self.batch_size = max_length, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -104,6 +108,12 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.label_space: LabelSpace | None = None
         self.datasets: dict[str, Dataset] = {}
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches trained), from a checkpoint
+        self.held_out = False  # validation is a share of train (data.val_fraction)
+        self.options = dict(max_length=max_length, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                            max_train_rows=max_train_rows, val_fraction=val_fraction, has_val=bool(val_path),
+                            on_bad_row=on_bad_row, num_workers=num_workers, seed=seed, header=header,
+                            group_by_length=group_by_length, pin_memory=pin_memory, label_delimiter=label_delimiter,
+                            encoding=encoding, max_record_lines=max_record_lines)
 
     # ---- what the model needs to know -----------------------------------------------------------
 
@@ -135,6 +145,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.label_space is not None:  # Lightning calls setup per stage; the data is read once
             return
+        # Checked here rather than in __init__: Hydra would wrap an error raised while instantiating in its own.
+        options.check(**self.options)
         if not self.paths["train"]:
             raise HeadfitConfigError("no training data given", where="data.train_path",
                                      fix="set data.train_path=path/to/train.csv (CSV, TSV, JSONL, Parquet, or a "
@@ -146,7 +158,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.collator = DataCollatorWithPadding(self.tokenizer)
         sources = {split: load_source(path, f"data.{split}_path", self.columns[split], header=self.header,
                                       cache_dir=self.cache_dir, hub_dataset=self.hub_dataset,
-                                      hub_config=self.hub_config)
+                                      hub_config=self.hub_config, encoding=self.encoding,
+                                      max_record_lines=self.max_record_lines)
                    for split, path in self.paths.items() if path}
         tokens = {split: tokenize(source.data, source.fingerprint, self.tokenizer, self.max_length, self.cache_dir, split)
                   for split, source in sources.items()}
@@ -187,15 +200,12 @@ class TextClassificationDataModule(pl.LightningDataModule):
         return given if given is not None else source.label_names
 
     def _split_validation(self) -> None:
-        if not 0 < self.val_fraction < 1:
-            raise HeadfitConfigError(f"no validation data, and data.val_fraction={self.val_fraction} cannot split "
-                                     "some off", where="data.val_path, data.val_fraction",
-                                     fix="set data.val_path, or data.val_fraction to a share such as 0.1")
         train = self.datasets["train"]
         keep, held_out = stratified_split(column(train, "label_ids"), self.val_fraction, self.seed)
         self.datasets["train"], self.datasets["val"] = select(train, keep), select(train, held_out)
         log.info("val: %d rows split from train (data.val_fraction=%s, stratified, seed %d)",
                  len(held_out), self.val_fraction, self.seed)
+        self.held_out = True
 
     def _report(self, sources: dict[str, Source]) -> None:
         rng = random.Random(self.seed)
@@ -210,6 +220,26 @@ class TextClassificationDataModule(pl.LightningDataModule):
                 if repeated:
                     log.warning("%s: %d of %d rows have a text that also occurs in train (duplicates inflate "
                                 "%s metrics)", split, repeated, len(self.datasets[split]), split)
+        self._report_absent_labels()
+
+    def _report_absent_labels(self) -> None:
+        """Warn about labels a split has no row of: their per-class scores are 0 or undefined there, and they
+        still weigh 1/K in the macro averages."""
+        space = self.label_space
+        counts = {split: space.counts(column(data, "label_ids")) for split, data in self.datasets.items()}
+        for split, split_counts in counts.items():
+            absent = [i for i, n in enumerate(split_counts) if n == 0]
+            if not absent:
+                continue
+            shown = "; ".join(f"{space.labels[i]!r} (" + ", ".join(f"{s} {c[i]}" for s, c in counts.items()) + ")"
+                              for i in absent[:10]) + ("; ..." if len(absent) > 10 else "")
+            note = ""
+            if split == "val" and self.held_out:
+                note = ("; data.val_fraction holds out a row of every label with at least 2 training rows, and "
+                        "these have fewer")
+            log.warning("%s: %d of %d labels have no rows here: %s (rows per split); their %s scores are 0 or "
+                        "undefined and pull macro averages down%s", split, len(absent), len(space.labels), shown,
+                        split, note)
 
     # ---- batches --------------------------------------------------------------------------------
 

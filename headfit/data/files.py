@@ -1,28 +1,36 @@
 """Reading labelled rows from CSV, TSV and JSONL files, keeping each row's line number.
 
-Files are read as a stream (never whole into memory), with or without a header row, UTF-8 with or without a
-byte-order mark, CRLF or LF, quoted fields with delimiters and newlines inside. Columns are named by header
-name or by 0-based position. Each row comes out in headfit's uniform raw layout:
+Files are read as a stream (never whole into memory), with or without a header row, in `encoding` (UTF-8 by
+default, with or without a byte-order mark), CRLF or LF, quoted fields with delimiters and newlines inside.
+Columns are named by header name or by 0-based position. Each row comes out in headfit's uniform raw layout:
 
     {"line": int, "text": str, "text_pair": str | None, "label": JSON of the raw label value, "problem": str}
 
-A row that cannot be read (wrong number of fields, a line that is not JSON) is not raised here: it comes out
-with `problem` set, so the caller applies `data.on_bad_row` to it like to any other bad row.
+A row that cannot be read (wrong number of fields, a quote that never closes, a line that is not JSON) is not
+raised here: it comes out with `problem` set, so the caller applies `data.on_bad_row` to it like to any other
+bad row. Bytes that are not text in `encoding` stop the reading with the file, line and byte offset.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from headfit.errors import HeadfitConfigError
+from headfit.errors import HeadfitConfigError, HeadfitDataError
 
 DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t"}
 JSONL = {".jsonl", ".ndjson", ".json"}
 Column = str | int
+# A quoted field may hold newlines, but one still open after this many lines is taken for a stray quote: its
+# first line is one bad row, and reading goes on from the next line (so one `"` cannot swallow the file).
+# The default of data.max_record_lines; 100 lines of text is far more than a classifier reads (max_length).
+MAX_RECORD_LINES = 100
 
 
 def file_format(path: Path, key: str) -> str:
@@ -33,24 +41,157 @@ def file_format(path: Path, key: str) -> str:
                              fix="use a .csv, .tsv, .jsonl or .parquet file, or a datasets save_to_disk folder")
 
 
-def _open(path: Path):
-    # utf-8-sig drops a byte-order mark; newline="" lets csv handle CRLF and newlines inside quotes.
-    return path.open(encoding="utf-8-sig", newline="")
+def check_encoding(encoding: str, key: str = "data.encoding") -> None:
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise HeadfitConfigError(f"unknown text encoding {encoding!r}", where=key,
+                                 fix="use a Python codec name such as utf-8, cp1252, latin-1 or utf-16") from None
 
 
-def header_of(path: Path, header: bool, delimiter: str | None = None) -> list[str] | int:
+def _codec(encoding: str) -> str:
+    # utf-8-sig reads UTF-8 and drops a byte-order mark, if there is one.
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+@contextmanager
+def _open(path: Path, encoding: str = "utf-8"):
+    """The file as text; bytes that are not `encoding` stop the reading with their line and byte offset."""
+    try:
+        # newline="" lets csv handle CRLF and newlines inside quotes.
+        with path.open(encoding=_codec(encoding), newline="") as stream:
+            yield stream
+    except UnicodeDecodeError as error:
+        raise _undecodable(path, encoding, error) from None
+
+
+def _undecodable(path: Path, encoding: str, error: UnicodeDecodeError) -> HeadfitDataError:
+    # The decoder's own position is within a buffer; find the byte in the file (only on this error path).
+    where, detail = str(path), f"{error.reason}"
+    with path.open("rb") as stream:
+        offset = 0
+        for number, raw in enumerate(stream, start=1):
+            try:
+                raw.decode(_codec(encoding) if number == 1 else encoding)
+            except UnicodeDecodeError as found:
+                where = f"{path}:{number}, byte offset {offset + found.start}"
+                detail = f"byte {raw[found.start:found.end].hex(' ')} ({found.reason})"
+                break
+            offset += len(raw)
+    return HeadfitDataError(
+        f"{path} is not {encoding} text: {detail}", where=where,
+        fix="re-encode the file as UTF-8 (e.g. iconv -f cp1252 -t utf-8 in.csv > out.csv), or, for training "
+            "data, name its encoding: data.encoding=cp1252 (or latin-1, utf-16, ...)")
+
+
+class _RunOn(Exception):
+    """A record is still open after MAX_RECORD_LINES lines."""
+
+
+class _Lines:
+    """The physical lines of a stream, fed to csv.reader one at a time, so that a record's lines are known
+    and can be put back: after a bad record, reading resumes on the line after its first."""
+
+    def __init__(self, stream, limit: int):
+        self.readline, self.limit = stream.readline, limit
+        self.pending: list[str] = []  # put back, last first
+        self.taken: list[str] = []  # the lines of the record being read
+        self.ended = False  # the file ended inside the record being read
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if len(self.taken) >= self.limit:
+            raise _RunOn
+        line = self.pending.pop() if self.pending else self.readline()
+        if not line:
+            self.ended = True
+            raise StopIteration
+        self.taken.append(line)
+        return line
+
+
+class _Records:
+    """The records of a delimited file, each with the number of its first line.
+
+    A record that spans lines because of a stray quote comes back as its first line, bad, and reading goes on
+    from the next line. A record spanning lines is taken for one when its quote is open for MAX_RECORD_LINES
+    lines or to the end of the file, when it is not well-formed CSV (a closing quote followed by more text, as
+    when a second stray quote closes the first), or when it has the wrong number of fields. A record on one line
+    is read leniently, as Python's csv does (`"Inception" was great` reads as `Inception was great`).
+    """
+
+    def __init__(self, stream, delimiter: str, limit: int | None = None):
+        self.limit = limit or MAX_RECORD_LINES
+        self.lines, self.delimiter = _Lines(stream, self.limit), delimiter
+        self.reader = csv.reader(self.lines, delimiter=delimiter)
+        self.line = 1
+
+    def next(self, width: int | None = None) -> tuple[int, list[str] | None, int, str] | None:
+        """(first line, fields or None, lines spanned, problem), or None at the end of the file."""
+        lines, first = self.lines, self.line
+        lines.taken, lines.ended = [], False
+        try:
+            fields = next(self.reader)
+        except StopIteration:
+            return None
+        except _RunOn:
+            problem = (f"a quoted field opened on this line is still open {self.limit} lines later (a stray quote? "
+                       "if the field is really that long, raise data.max_record_lines)")
+        else:
+            spanned = len(lines.taken)
+            if lines.ended:
+                problem = "a quoted field opened on this line never closes (a stray quote?)"
+            elif spanned > 1 and not _well_formed(lines.taken, self.delimiter):
+                problem = (f"a quoted field opened on this line runs over {spanned} lines and is not closed "
+                           "properly (a stray quote?)")
+            elif spanned > 1 and width is not None and len(fields) != width:
+                problem = (f"a quoted field opened on this line runs over {spanned} lines and leaves {len(fields)} "
+                           f"fields where there should be {width} (a stray quote?)")
+            else:
+                self.line += spanned
+                return first, fields, spanned, ""
+        # Only the first line is bad: put the others back and read them again with a fresh reader.
+        lines.pending.extend(reversed(lines.taken[1:]))
+        self.reader = csv.reader(lines, delimiter=self.delimiter)
+        self.line = first + 1
+        return first, None, 1, problem
+
+
+def _well_formed(lines: list[str], delimiter: str) -> bool:
+    try:
+        next(csv.reader(lines, delimiter=delimiter, strict=True))
+    except csv.Error:
+        return False
+    return True
+
+
+def header_of(path: Path, header: bool, delimiter: str | None = None, *, encoding: str = "utf-8") -> list[str] | int:
     """The column names of a delimited file, or its number of columns when it has no header. The delimiter
     follows the suffix unless given."""
-    with _open(path) as stream:
-        first = next(csv.reader(stream, delimiter=delimiter or DELIMITED[path.suffix.lower()]), None)
+    with _open(path, encoding) as stream:
+        records = _Records(stream, delimiter or DELIMITED[path.suffix.lower()])
+        first = records.next()
+        while first is not None and first[1] == []:  # blank lines before the first row
+            first = records.next()
     if first is None:
         return [] if header else 0
-    return [name.strip() for name in first] if header else len(first)
+    line, fields, spanned, problem = first
+    if header and (problem or spanned > 1):
+        detail = problem or f"a quoted name runs over {spanned} lines"
+        raise HeadfitDataError(f"the header line cannot be read: {detail}", where=f"{path}:{line}",
+                               fix="close or remove the quote in the header line")
+    if fields is None:
+        raise HeadfitDataError(f"the first row cannot be read: {problem}", where=f"{path}:{line}",
+                               fix="close or double (\"\") the stray quote")
+    return [name.strip() for name in fields] if header else len(fields)
 
 
 def resolve_column(column: Column, header: list[str] | int, path: Path, key: str,
                    header_key: str = "data.header=true") -> int:
-    """A column by name or 0-based position -> its position; a clear error when it is not there."""
+    """A column by name or 0-based position -> its position; a clear error when it is not there, or when
+    several columns have that name."""
     if isinstance(header, int):  # no header row: positions only
         if isinstance(column, int) or str(column).isdigit():
             if int(column) < header:
@@ -62,31 +203,40 @@ def resolve_column(column: Column, header: list[str] | int, path: Path, key: str
         if int(column) < len(header):
             return int(column)
     elif column in header:
-        return header.index(column)
+        positions = [i for i, name in enumerate(header) if name == column]
+        if len(positions) > 1:  # taking the first would be a guess
+            raise HeadfitConfigError(
+                f"{path} has {len(positions)} columns named {column!r}, at 0-based positions "
+                f"{', '.join(map(str, positions))}", where=key,
+                fix=f"rename all but one in the header, or pick one by position: {key}={positions[0]}")
+        return positions[0]
     raise HeadfitConfigError(f"{path} has no column {column!r}; its columns are {header}", where=key,
                              fix=f"set {key} to one of {header} (or a 0-based position)")
 
 
 def read_delimited(path: str, header: bool, text: int, text_pair: int | None, label: int | None,
-                   label_columns: Sequence[int] | None, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+                   label_columns: Sequence[int] | None, delimiter: str | None = None, *,
+                   encoding: str = "utf-8", max_record_lines: int | None = None) -> Iterator[dict[str, Any]]:
     """Rows of a CSV/TSV file in the uniform raw layout (columns given as positions; no label column: null).
-    The delimiter follows the suffix unless given."""
+    The delimiter follows the suffix unless given. Every line of the file that is not blank and not the
+    header is one row, or part of a row whose quoted field holds a newline (at most `max_record_lines`,
+    default MAX_RECORD_LINES)."""
     path = Path(path)
-    with _open(path) as stream:
-        reader = csv.reader(stream, delimiter=delimiter or DELIMITED[path.suffix.lower()])
+    with _open(path, encoding) as stream:
+        records = _Records(stream, delimiter or DELIMITED[path.suffix.lower()], max_record_lines)
         width = None
-        line = 1
-        for fields in reader:
-            if not fields:  # a blank line carries no row
-                line = reader.line_num + 1
+        while (record := records.next(width)) is not None:
+            line, fields, _, problem = record
+            if fields == []:  # a blank line carries no row
                 continue
-            if width is None:
+            if width is None and fields is not None:
                 width = len(fields)
                 if header:
-                    line = reader.line_num + 1
                     continue
             row = {"line": line, "text": "", "text_pair": None, "label": "null", "problem": ""}
-            if len(fields) != width:
+            if fields is None:
+                row["problem"] = f"unparsable line: {problem}"
+            elif len(fields) != width:
                 row["problem"] = (f"unparsable line: {len(fields)} fields where the "
                                   f"{'header has' if header else 'first row has'} {width}")
             else:
@@ -96,21 +246,37 @@ def read_delimited(path: str, header: bool, text: int, text_pair: int | None, la
                     None if label is None else fields[label]
                 row["label"] = json.dumps(value)
             yield row
-            line = reader.line_num + 1
+
+
+class _Object(dict):
+    """A JSON object that remembers which keys it had more than once (json keeps the last silently)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    record = _Object(pairs)
+    if len(record) < len(pairs):
+        record.repeated = tuple(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+    return record
 
 
 def read_jsonl(path: str, text: str, text_pair: str | None, label: str | None,
-               label_columns: Sequence[str] | None) -> Iterator[dict[str, Any]]:
+               label_columns: Sequence[str] | None, *, encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
     """Rows of a JSONL file (one object per line) in the uniform raw layout (columns given as keys)."""
-    with _open(Path(path)) as stream:
+    used = {text, text_pair, label, *(label_columns or ())} - {None}
+    with _open(Path(path), encoding) as stream:
         for number, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
             row = {"line": number, "text": "", "text_pair": None, "label": "null", "problem": ""}
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_object)
                 if not isinstance(record, dict):
                     raise ValueError(f"a JSON {type(record).__name__}, not an object")
+                repeated = [key for key in record.repeated if key in used]
+                if repeated:
+                    raise ValueError(f"key {repeated[0]!r} occurs more than once in this object; which is meant?")
             except ValueError as error:
                 row["problem"] = f"unparsable line: {getattr(error, 'msg', error)}"
                 yield row
@@ -122,10 +288,10 @@ def read_jsonl(path: str, text: str, text_pair: str | None, label: str | None,
             yield row
 
 
-def read_lines(path: str) -> Iterator[dict[str, Any]]:
+def read_lines(path: str, *, encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
     """Rows of a plain text file, one text a line (texts to predict), in the uniform raw layout. An empty
     line is a row with an empty text, so that the bad-row policy sees it."""
-    with _open(Path(path)) as stream:
+    with _open(Path(path), encoding) as stream:
         for number, line in enumerate(stream, start=1):
             yield {"line": number, "text": line.rstrip("\r\n"), "text_pair": None, "label": "null", "problem": ""}
 
@@ -134,10 +300,10 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def jsonl_keys(path: Path, rows: int = 100) -> list[str]:
+def jsonl_keys(path: Path, rows: int = 100, *, encoding: str = "utf-8") -> list[str]:
     """The keys seen in the first rows of a JSONL file (for checking column names up front)."""
     keys: dict[str, None] = {}
-    with _open(path) as stream:
+    with _open(path, encoding) as stream:
         for _, line in zip(range(rows), stream):
             try:
                 record = json.loads(line)

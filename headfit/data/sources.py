@@ -18,13 +18,14 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, Features, Value
+from datasets.exceptions import DatasetGenerationError
 
 from headfit.data import files
-from headfit.errors import HeadfitConfigError
+from headfit.errors import HeadfitConfigError, HeadfitDataError, HeadfitError
 
 RAW_FEATURES = Features({"line": Value("int64"), "text": Value("string"), "text_pair": Value("string"),
                          "label": Value("string"), "problem": Value("string")})
-LAYOUT_VERSION = "1"  # bump when the raw layout or the readers change, so caches are rebuilt
+LAYOUT_VERSION = "2"  # bump when the raw layout or the readers change, so caches are rebuilt
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,10 @@ class Source:
 
 
 def load_source(location: str, key: str, columns: Columns, *, header: bool = True, cache_dir: str | Path,
-                hub_dataset: str | None = None, hub_config: str | None = None) -> Source:
-    """Read one split. `key` is the config key that named it (used in error messages)."""
+                hub_dataset: str | None = None, hub_config: str | None = None, encoding: str = "utf-8",
+                max_record_lines: int | None = None) -> Source:
+    """Read one split. `key` is the config key that named it (used in error messages); `encoding` is that of
+    CSV/TSV/JSONL files, `max_record_lines` the most lines a quoted CSV/TSV field may span."""
     cache_dir = str(Path(cache_dir).expanduser())
     if hub_dataset:
         return _from_arrow(_load_hub(hub_dataset, hub_config, location, key, cache_dir),
@@ -73,9 +76,12 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
         return _from_arrow(Dataset.from_parquet(str(path), cache_dir=cache_dir), str(path), key, columns)
     stat = path.stat()
     stamp = hashlib.sha256(json.dumps([LAYOUT_VERSION, str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                                       header, repr(columns)]).encode()).hexdigest()[:16]
+                                       header, repr(columns), encoding, max_record_lines]).encode()).hexdigest()[:16]
     if suffix in files.JSONL:
-        names = files.jsonl_keys(path)
+        names = files.jsonl_keys(path, encoding=encoding)
+        if not names:
+            raise HeadfitDataError(f"{path} has no rows (no JSON object in its first lines)", where=key,
+                                   fix="give it one JSON object per line")
         for column, name in _named(columns).items():
             if name not in names:
                 raise HeadfitConfigError(f"{path} has no key {name!r}; its rows have {names}", where=f"data.{column}",
@@ -84,9 +90,9 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
                                             "label": columns.label, "label_columns": columns.label_columns}
         label_names = None
     else:
-        head = files.header_of(path, header)
+        head = files.header_of(path, header, encoding=encoding)
         if not head:
-            raise HeadfitConfigError(f"{path} is empty", where=key, fix="give it a header line and labelled rows")
+            raise HeadfitDataError(f"{path} is empty", where=key, fix="give it a header line and labelled rows")
         position = {column: files.resolve_column(name, head, path, f"data.{column}")
                     for column, name in _named(columns).items()}
         label_columns = None
@@ -96,17 +102,29 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
                                   for c in columns.label_columns)
         reader, kwargs = files.read_delimited, {"header": header, "text": position["text_column"],
                                                 "text_pair": position.get("text_pair_column"),
-                                                "label": position.get("label_column"), "label_columns": label_columns}
+                                                "label": position.get("label_column"), "label_columns": label_columns,
+                                                "max_record_lines": max_record_lines}
         label_names = [head[i] for i in label_columns] if label_columns and isinstance(head, list) else None
-    data = Dataset.from_generator(_rows, features=RAW_FEATURES, cache_dir=cache_dir,
-                                  gen_kwargs={"reader": reader, "path": str(path), "stamp": stamp, **kwargs},
-                                  fingerprint=stamp)
+    try:
+        data = Dataset.from_generator(_rows, features=RAW_FEATURES, cache_dir=cache_dir,
+                                      gen_kwargs={"reader": reader, "path": str(path), "key": key, "stamp": stamp,
+                                                  "encoding": encoding, **kwargs},
+                                      fingerprint=stamp)
+    except DatasetGenerationError as error:  # datasets wraps what the reader raised: say that, in words
+        if isinstance(error.__cause__, HeadfitError):
+            raise error.__cause__ from None
+        raise
     return Source(data, str(path), line_is_file_line=True, label_names=label_names, fingerprint=stamp)
 
 
-def _rows(reader: Callable, path: str, stamp: str, **kwargs: Any):
+def _rows(reader: Callable, path: str, key: str, stamp: str, **kwargs: Any):
     # `stamp` (size and modification time of the file) is part of the datasets cache key and unused here.
-    yield from reader(path, **kwargs)
+    count = 0
+    for count, row in enumerate(reader(path, **kwargs), start=1):
+        yield row
+    if not count:  # a header and no rows (or blank lines only): nothing to train or evaluate on
+        raise HeadfitDataError(f"{path} has no rows (a header line, or blank lines, only)", where=key,
+                               fix="give it labelled rows, or point the key at another file")
 
 
 def _named(columns: Columns) -> dict[str, Any]:
