@@ -32,6 +32,7 @@ from headfit.evaluation import evaluate
 from headfit.loggers import log_run_files
 from headfit.module import ClassifierModule
 from headfit.precision import check_precision
+from headfit.quiet import quiet_lightning
 from headfit.shape_check import check_shapes
 from headfit.sweep import record_failure
 
@@ -51,6 +52,11 @@ def _config_dir() -> str:
 
 
 def train(cfg: DictConfig) -> float | None:
+    with quiet_lightning(cfg.get("verbose", False)):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> float | None:
     if cfg.optimized_mode not in ("max", "min"):
         raise HeadfitConfigError(f"optimized_mode must be max or min, got {cfg.optimized_mode!r}",
                                  where="optimized_mode", fix="max for scores such as val/macro_f1, min for val/loss")
@@ -60,7 +66,7 @@ def train(cfg: DictConfig) -> float | None:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     pl.seed_everything(cfg.seed, workers=True)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [c for c in map(instantiate, (cfg.get("callbacks") or {}).values()) if c is not None]  # None: off
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
 
     datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task)
