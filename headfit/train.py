@@ -32,8 +32,10 @@ from headfit.distributed import end_ranks, launch_ranks_on_this_job
 from headfit.encoder import check_max_length, encoder_config
 from headfit.errors import HeadfitConfigError, HeadfitOutputError, chain, explain
 from headfit.evaluation import evaluate
+from headfit.loggers import log_run_files
 from headfit.module import ClassifierModule, read_checkpoint
 from headfit.precision import check_precision
+from headfit.quiet import quiet_lightning
 from headfit.shape_check import check_shapes
 from headfit.sweep import record_failure
 
@@ -46,6 +48,11 @@ _config_dir = config_dir  # its earlier name (headfit/configs.py)
 
 
 def train(cfg: DictConfig) -> float | None:
+    with quiet_lightning(cfg.get("verbose", False)):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> float | None:
     if cfg.optimized_mode not in ("max", "min"):
         raise HeadfitConfigError(f"optimized_mode must be max or min, got {cfg.optimized_mode!r}",
                                  where="optimized_mode", fix="max for scores such as val/macro_f1, min for val/loss")
@@ -56,7 +63,7 @@ def train(cfg: DictConfig) -> float | None:
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     check_max_length(cfg.data.get("max_length"), encoder_config(cfg.encoder.name_or_path), "data.max_length")
     pl.seed_everything(cfg.seed, workers=True)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [c for c in map(instantiate, (cfg.get("callbacks") or {}).values()) if c is not None]  # None: off
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
     if ckpt_path and "://" not in ckpt_path:
         read_checkpoint(ckpt_path)  # a broken or unsafe file stops here, not after the data is read
@@ -98,6 +105,7 @@ def train(cfg: DictConfig) -> float | None:
         results["test_report"] = evaluate(model, test_logits, test_targets, "test", reports)
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        log_run_files(loggers, cfg, output_dir)
         log.info("run directory: %s (config.yaml, metrics.json, *_report.csv, plots, logs/, checkpoints/)",
                  output_dir)
     return results["val"].get(cfg.optimized_metric)

@@ -1,0 +1,93 @@
+"""What users reach for after a first run: the lr in the logs, early stopping, the debug group, a quiet terminal."""
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from headfit.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def config(tmp_path, tiny_encoder, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"encoder.name_or_path={tiny_encoder}", f"paths.output_dir={tmp_path}",
+                                           f"paths.cache_dir={tmp_path / 'cache'}", *QUIET, *overrides])
+
+
+def metrics_rows(tmp_path) -> list[dict]:
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_the_learning_rate_is_logged_every_step(tmp_path, tiny_encoder):
+    train(config(tmp_path, tiny_encoder, "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+                 "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.log_every_n_steps=1"))
+    rates = [float(row["lr-AdamW/pg1"]) for row in metrics_rows(tmp_path) if row.get("lr-AdamW/pg1")]  # group 1
+    assert len(rates) == 4 and rates == sorted(rates, reverse=True) and rates[-1] < rates[0]  # linear decay
+
+
+def test_early_stopping_stops_a_run_whose_metric_cannot_improve(tmp_path, tiny_encoder, caplog):
+    caplog.set_level("INFO")
+    # no validation improves optimized_metric (val/macro_f1, at most 1) by more than 1.0
+    train(config(tmp_path, tiny_encoder, "trainer.max_epochs=10", "trainer.limit_train_batches=2",
+                 "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                 "callbacks.early_stopping.patience=2", "callbacks.early_stopping.min_delta=1.0"))
+    epochs = {int(row["epoch"]) for row in metrics_rows(tmp_path) if row.get("train/loss_epoch")}
+    assert epochs == {0, 1, 2}  # the first validation sets the best, two more without improvement stop it
+    assert "early stopping on val/macro_f1 (max) after 2 validations" in caplog.text
+    assert Path(json.loads((tmp_path / "metrics.json").read_text())["best_checkpoint"]).is_file()
+
+
+def test_early_stopping_is_off_by_default_and_refuses_a_bad_patience(tmp_path, tiny_encoder):
+    from hydra.utils import instantiate
+
+    from headfit import HeadfitConfigError
+
+    cfg = config(tmp_path, tiny_encoder)
+    assert instantiate(cfg.callbacks.early_stopping) is None
+    cfg.callbacks.early_stopping.patience = 0
+    with pytest.raises(Exception) as error:  # Hydra wraps what the target raises
+        instantiate(cfg.callbacks.early_stopping)
+    assert isinstance(error.value, HeadfitConfigError) or isinstance(error.value.__cause__, HeadfitConfigError)
+
+
+def test_debug_fdr_runs_end_to_end(tmp_path, tiny_encoder):
+    train(config(tmp_path, tiny_encoder, "debug=fdr"))
+    assert (tmp_path / "metrics.json").is_file()
+
+
+def test_debug_overfit_drives_the_training_loss_down(tmp_path, tiny_encoder):
+    train(config(tmp_path, tiny_encoder, "debug=overfit", "optim.lr=1e-3"))
+    losses = [float(row["train/loss_epoch"]) for row in metrics_rows(tmp_path) if row.get("train/loss_epoch")]
+    assert len(losses) == 30 and losses[-1] < 0.5 * losses[0]
+
+
+def test_debug_limit_and_profiler_write_what_they_promise(tmp_path, tiny_encoder):
+    train(config(tmp_path, tiny_encoder, "debug=profiler", "trainer.limit_train_batches=3",
+                 "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"))
+    assert "run_training_epoch" in (tmp_path / "fit-profile.txt").read_text()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_lightnings_notes_stay_off_the_terminal_unless_verbose(tmp_path, tiny_encoder, caplog, verbose):
+    # Lightning's logger writes to the terminal itself (its own handler, no propagation): listen there
+    said = []
+    listener = logging.Handler()
+    listener.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("pytorch_lightning").addHandler(listener)
+    caplog.set_level("INFO")
+    try:
+        train(config(tmp_path, tiny_encoder, "trainer.max_steps=1", "trainer.limit_val_batches=1",
+                     "trainer.limit_test_batches=1", f"verbose={str(verbose).lower()}"))
+    finally:
+        logging.getLogger("pytorch_lightning").removeHandler(listener)
+    said = "\n".join(said)
+    assert ("litlogger" in said) == verbose and ("TPU available" in said) == verbose
+    assert "GPU available" in said  # the rest of what Lightning says stays
+    assert "shape check passed" in caplog.text  # and headfit's own logs
