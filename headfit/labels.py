@@ -241,6 +241,14 @@ class LabelSpace:
             raise LabelError(f"a {self.kind} task takes exactly one label per row, this row has {len(ids)}: {value!r}")
         return ids
 
+    def knows(self, atom: Atom) -> bool:
+        """Whether one label, a name or an index, is one of this space's labels."""
+        try:
+            self._map([atom])
+        except LabelError:
+            return False
+        return True
+
     def _map(self, atoms: list[Atom]) -> tuple[int, ...]:
         ids = []
         for atom in atoms:

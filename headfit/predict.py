@@ -93,6 +93,16 @@ class Predictor:
         self.collate = DataCollatorWithPadding(tokenizer)
 
     @classmethod
+    def load(cls, path: str | Path, **options: Any) -> Predictor:
+        """A checkpoint (`from_checkpoint`) or an ONNX export (`from_onnx`: a directory with model.onnx, or a .onnx
+        file), told apart by the path; `options` as theirs."""
+        path = Path(path).expanduser()
+        onnx = path.suffix == ".onnx" or (path / "model.onnx").is_file()
+        predictor = (cls.from_onnx if onnx else cls.from_checkpoint)(path, **options)
+        predictor.source = str(path)
+        return predictor
+
+    @classmethod
     def from_checkpoint(cls, path: str | Path, *, tokenizer: str | PreTrainedTokenizerBase | None = None,
                         batch_size: int = 32, max_length: int | None = None,
                         device: str | torch.device | None = None) -> Predictor:
@@ -427,11 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows, name = read_inputs(args)
         rows = apply_bad_row_policy(rows, name, args)
-        path = Path(args.checkpoint).expanduser()
-        load = Predictor.from_onnx if path.suffix == ".onnx" or (path / "model.onnx").is_file() else \
-            Predictor.from_checkpoint
-        predictor = load(path, tokenizer=args.tokenizer, batch_size=args.batch_size, max_length=args.max_length,
-                         device=args.device)
+        predictor = Predictor.load(args.checkpoint, tokenizer=args.tokenizer, batch_size=args.batch_size,
+                                   max_length=args.max_length, device=args.device)
         output_format = args.output_format or ("csv" if (args.output or "").lower().endswith(".csv") else "jsonl")
         stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
         try:
