@@ -35,6 +35,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
 from headfit.errors import HeadfitConfigError, chain, unwritable
+from headfit.lightning_compat import save_checkpoint_now
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class LastCheckpoint(ModelCheckpoint):
         # After the epoch's validation, and after the best checkpoint callback (listed before this one) has
         # updated its state, which goes into this file too.
         if not trainer.fast_dev_run:
-            self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
+            save_checkpoint_now(self, trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng_states": rng_states()}

@@ -30,11 +30,10 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning_fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
-from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
-from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from headfit.errors import HeadfitConfigError
+from headfit.lightning_compat import (ChildProcessObserver, SubprocessScriptLauncher, set_launcher,
+                                      set_num_threads_if_needed)
 
 log = logging.getLogger("headfit")
 
@@ -47,9 +46,8 @@ def launch_ranks_on_this_job(trainer: pl.Trainer) -> None:
     """Under Hydra, make a trainer that would re-run the command line for its other ranks (DDP, FSDP with
     Lightning's script launcher) start them on this job instead (see the module doc)."""
     launcher = trainer.strategy.launcher
-    if type(launcher) is _SubprocessScriptLauncher and HydraConfig.initialized():
-        trainer.strategy._launcher = HydraJobLauncher(launcher.cluster_environment, launcher.num_processes,
-                                                      launcher.num_nodes)
+    if type(launcher) is SubprocessScriptLauncher and HydraConfig.initialized():
+        set_launcher(trainer, HydraJobLauncher(launcher.cluster_environment, launcher.num_processes, launcher.num_nodes))
 
 
 def end_ranks(failed: bool) -> None:
@@ -59,7 +57,7 @@ def end_ranks(failed: bool) -> None:
         _started.pop().end(failed)
 
 
-class HydraJobLauncher(_SubprocessScriptLauncher):
+class HydraJobLauncher(SubprocessScriptLauncher):
     """Lightning's launcher for `strategy=ddp` on one machine, starting ranks 1.. on the Hydra job's saved
     config and run directory instead of the command line."""
 
@@ -73,7 +71,7 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
             self.watchdog = _Watchdog(main_pid=os.getpid(), child_processes=self.procs)
             self.watchdog.start()
             _started.append(self)
-        _set_num_threads_if_needed(num_processes=self.num_processes)
+        set_num_threads_if_needed(num_processes=self.num_processes)
         return function(*args, **kwargs)
 
     def _call_children_scripts(self) -> None:
@@ -140,7 +138,7 @@ def _quoted(path: Path) -> str:
     return f"'{text}'" if "'" not in text else '"' + text.replace('"', '\\"') + '"'
 
 
-class _Watchdog(_ChildProcessObserver):
+class _Watchdog(ChildProcessObserver):
     """Lightning's watchdog: when a rank dies, it ends the others and this process rather than leave them
     blocked in a collective. `stop()` switches it off (the job ends its ranks itself)."""
 

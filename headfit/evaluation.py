@@ -129,9 +129,16 @@ def evaluate(module, logits: Tensor, targets: Tensor, split: str, directory: str
             paths.append(save_reliability(task, task.probabilities(logits), probabilities, targets,
                                           module.temperature.item(), directory / "val_reliability.png"))
         log.info("%s: wrote %s_report.csv and %s", split, split, ", ".join(p.name for p in paths))
-        trainer = getattr(module, "_trainer", None)
-        for logger in trainer.loggers if trainer is not None else []:
+        for logger in _loggers(module):
             if isinstance(logger, TensorBoardLogger):
                 for path in paths:
                     logger.experiment.add_image(f"plots/{path.stem}", plt.imread(path), dataformats="HWC")
     return {row["label"]: {k: v for k, v in row.items() if k != "label"} for row in rows[-3:]}
+
+
+def _loggers(module) -> list:
+    """The loggers of the trainer the module is attached to; none without one (a module evaluated on its own)."""
+    try:
+        return list(module.trainer.loggers)
+    except RuntimeError:  # Lightning: "... is not attached to a `Trainer`"
+        return []

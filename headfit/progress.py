@@ -38,6 +38,7 @@ import pytorch_lightning as pl
 import torch
 
 from headfit.errors import HeadfitConfigError
+from headfit.lightning_compat import logs_written_this_step
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "lines", "bar")
@@ -124,7 +125,7 @@ class ProgressLog(pl.Callback):
         elapsed = now - self.recent[0][0]
         # Only on the batches whose metrics Lightning writes (every trainer.log_every_n_steps): a `log` call
         # costs about 2 ms, 10% of a small model's step on a CPU. Without that (private) flag: every batch.
-        if elapsed > 0 and getattr(trainer._logger_connector, "should_update_logs", True):
+        if elapsed > 0 and logs_written_this_step(trainer):
             pl_module.log("train/samples_per_second", sum(r for _, _, r in self.recent) * world / elapsed,
                           on_step=True, on_epoch=False, batch_size=rows)
         if not (self.lines and trainer.is_global_zero):

@@ -32,6 +32,7 @@ from headfit.distributed import end_ranks, launch_ranks_on_this_job
 from headfit.encoder import check_max_length, encoder_config
 from headfit.errors import HeadfitConfigError, HeadfitOutputError, chain, explain
 from headfit.evaluation import evaluate
+from headfit.lightning_compat import check_lightning
 from headfit.loggers import log_run_files
 from headfit.module import ClassifierModule, read_checkpoint
 from headfit.precision import check_precision
@@ -53,6 +54,7 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _train(cfg: DictConfig) -> float | None:
+    check_lightning()
     if cfg.optimized_mode not in ("max", "min"):
         raise HeadfitConfigError(f"optimized_mode must be max or min, got {cfg.optimized_mode!r}",
                                  where="optimized_mode", fix="max for scores such as val/macro_f1, min for val/loss")
