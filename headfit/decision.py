@@ -38,7 +38,7 @@ def tune_thresholds(task: Task, probabilities: Tensor, targets: Tensor, *, min_p
     - else the threshold with the best F1 (binary: macro-F1 over both labels, the logged number) among those whose
       decisions fire on at most `max_rate_ratio` x the label's prevalence (binary: each label's) and those from 0.5
       up (which fire no more often than 0.5 does); a threshold below 0.5 firing more often is taken only when its F1
-      is better by more than RATE_F1_MARGIN. So tuning is never worse than 0.5 on validation. Ties: the middle of
+      beats both that and the F1 of firing on every row (2p/(1+p): no signal) by more than RATE_F1_MARGIN. So tuning is never worse than 0.5 on validation. Ties: the middle of
       the best plateau.
     Returns the thresholds `(K,)` and one dict per column: label, positives, prevalence, auroc, threshold, status,
     rate_at_0_5, rate_tuned, f1_at_0_5, f1_tuned (rates: share of rows the label is decided for).
@@ -76,11 +76,17 @@ def _tune_column(name: str, scores: Tensor, truth: Tensor, binary: bool, min_pos
             allowed &= ((1 - rate) <= max_rate_ratio * (1 - prevalence)) | (GRID <= 0.5)
         best_allowed, best_any = _plateau_middle(objective, allowed), _plateau_middle(objective, None)
         choice = best_allowed
-        if objective[best_any] > objective[best_allowed] + RATE_F1_MARGIN:
+        # Firing on every row scores F1 2p/(1+p) with no signal at all: more firing must beat that too.
+        every_row = torch.ones_like(truth).unsqueeze(-1)
+        trivial = _f1(every_row, truth.unsqueeze(-1))
+        if binary:
+            trivial = (trivial + _f1(~every_row, ~truth.unsqueeze(-1))) / 2
+        if objective[best_any] > max(objective[best_allowed], float(trivial)) + RATE_F1_MARGIN:
             choice = best_any
             status = (f"tuned; fires on {float(rate[best_any] / prevalence):.1f}x its prevalence, justified by "
                       f"{'macro-F1' if binary else 'F1'} {float(objective[best_any]):.3f} vs "
-                      f"{float(objective[best_allowed]):.3f} within {max_rate_ratio:g}x")
+                      f"{float(objective[best_allowed]):.3f} within {max_rate_ratio:g}x and {float(trivial):.3f} "
+                      "firing on every row")
         elif rate[choice] > max_rate_ratio * prevalence:
             status = (f"tuned; fires on {float(rate[choice] / prevalence):.1f}x its prevalence, no more often than at "
                       f"0.5 ({float(rate[HALF] / prevalence):.1f}x)")
