@@ -75,6 +75,8 @@ def _tune_column(name: str, scores: Tensor, truth: Tensor, binary: bool, min_pos
         if binary:
             allowed &= ((1 - rate) <= max_rate_ratio * (1 - prevalence)) | (GRID <= 0.5)
         best_allowed, best_any = _plateau_middle(objective, allowed), _plateau_middle(objective, None)
+        if objective[HALF] >= objective[best_allowed] - 1e-9:
+            best_allowed = HALF  # a threshold moves only when that raises F1
         choice = best_allowed
         # Firing on every row scores F1 2p/(1+p) with no signal at all: more firing must beat that too.
         every_row = torch.ones_like(truth).unsqueeze(-1)
@@ -87,11 +89,16 @@ def _tune_column(name: str, scores: Tensor, truth: Tensor, binary: bool, min_pos
                       f"{'macro-F1' if binary else 'F1'} {float(objective[best_any]):.3f} vs "
                       f"{float(objective[best_allowed]):.3f} within {max_rate_ratio:g}x and {float(trivial):.3f} "
                       "firing on every row")
+        elif choice == best_any:
+            status = "tuned" if choice != HALF else "kept 0.5: no threshold does better"
         elif rate[choice] > max_rate_ratio * prevalence:
             status = (f"tuned; fires on {float(rate[choice] / prevalence):.1f}x its prevalence, no more often than at "
                       f"0.5 ({float(rate[HALF] / prevalence):.1f}x)")
-        elif best_any != best_allowed:
-            status = f"tuned within {max_rate_ratio:g}x its prevalence (decision.max_rate_ratio)"
+        else:
+            status = (f"{'kept 0.5' if choice == HALF else 'tuned within ' + format(max_rate_ratio, 'g') + 'x its prevalence'}"
+                      f": more firing (F1 {float(objective[best_any]):.3f} at {float(GRID[best_any]):.2f}) would not beat"
+                      f" {float(objective[best_allowed]):.3f} and every row ({float(trivial):.3f}) by "
+                      f"{RATE_F1_MARGIN:g}")
     row.update(threshold=round(float(GRID[choice]), 4), status=status, rate_at_0_5=float(rate[HALF]),
                rate_tuned=float(rate[choice]), f1_at_0_5=float(f1[HALF]), f1_tuned=float(f1[choice]))
     return row

@@ -264,3 +264,16 @@ def test_threshold_comparison_reports_both_numbers_and_warns_on_a_micro_f1_drop(
         assert "lowered micro-F1" in caplog.text
     assert ClassifierModule(encoder=tiny_encoder, labels=TOPICS, kind="multiclass").threshold_comparison(
         logits, targets.argmax(1).float(), "test") == {}
+
+
+def test_more_firing_must_also_beat_deciding_the_label_for_every_row():
+    # 4,000 rows, 200 positives (p = 0.05: F1 of deciding every row 0.095). The 600 top scores are negatives, the
+    # positives sit among 2,000 negatives at 0.2-0.45 above 1,200 more: AUROC 0.58 (above chance), no F1 at all
+    # within 3x the prevalence, and F1 0.133 at 0.2 (firing on 70 % of rows), more than 0.05 above 0 but not
+    # above 0.095 + 0.05: firing on 14x the prevalence for what 'always yes' nearly scores is not a gain.
+    scores = torch.cat([torch.linspace(0.2, 0.45, 200), torch.linspace(0.6, 1.0, 600), torch.linspace(0.2, 0.45, 2000),
+                        torch.linspace(0.0, 0.19, 1200)]).unsqueeze(-1)
+    targets = torch.cat([torch.ones(200), torch.zeros(3800)]).unsqueeze(-1)
+    thresholds, rows = tune_thresholds(Task("multilabel", ("amusement",), "sigmoid"), scores, targets)
+    assert rows[0]["auroc"] > 0.563 and rows[0]["status"].startswith("kept 0.5")
+    assert thresholds.tolist() == [0.5] and rows[0]["rate_tuned"] <= 3 * rows[0]["prevalence"] + 1e-6
