@@ -256,3 +256,12 @@ def test_the_demo_data_module_still_reads(tmp_path, tiny_encoder):
                          cache_dir=str(tmp_path / "cache"), report_dir=str(tmp_path / "run"))
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 400 and len(dm.labels) == 4
+
+
+def test_an_unreadable_line_is_named_before_the_labels_are_judged(tmp_path, tiny_encoder):
+    # the stray quote on line 2 hides the only 'pos' row: the error must name that line, not 'a single class'
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\n"a good film,pos\nbad,neg\nawful,neg\n')
+    with pytest.raises(HeadfitDataError, match="never closes") as error:
+        make(tmp_path, tiny_encoder, path)
+    assert error.value.where == f"{path}:2"

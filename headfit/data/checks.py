@@ -43,10 +43,7 @@ def check_rows(tokenized: Dataset, source: Source, space: LabelSpace, split: str
     problems = column(checked, "problem")
     bad = [i for i, problem in enumerate(problems) if problem]
     if bad and policy == "error":
-        reason, message = problems[bad[0]].split(": ", 1)
-        bad_column = "text" if reason == "empty text" else None if reason == "unparsable line" else "label"
-        raise HeadfitDataError(message, where=source.where(checked[bad[0]]["line"], bad_column),
-                               fix=f"{FIXES[reason]}; or set data.on_bad_row=skip to skip, count and report bad rows")
+        raise bad_row(problems[bad[0]], source, checked[bad[0]]["line"])
     reasons = Counter(problems[i].split(": ", 1)[0] for i in bad)
     log.info("%s: %d rows read = %d used + %d skipped%s", split, len(checked), len(checked) - len(bad), len(bad),
              f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if bad else "")
@@ -68,6 +65,22 @@ def check_rows(tokenized: Dataset, source: Source, space: LabelSpace, split: str
                                                       "each with its reason")
     skipped = set(bad)
     return select(checked, [i for i in range(len(checked)) if i not in skipped])
+
+
+def bad_row(problem: str, source: Source, line: int) -> HeadfitDataError:
+    """The error for one bad row (`problem` is `reason: message`) under data.on_bad_row=error."""
+    reason, message = problem.split(": ", 1)
+    bad_column = "text" if reason == "empty text" else None if reason == "unparsable line" else "label"
+    return HeadfitDataError(message, where=source.where(line, bad_column),
+                            fix=f"{FIXES[reason]}; or set data.on_bad_row=skip to skip, count and report bad rows")
+
+
+def first_unreadable(data: Dataset, source: Source) -> None:
+    """Stop at the first line that could not be read at all (data.on_bad_row=error), before the labels are judged:
+    a stray quote that swallowed rows would otherwise surface as a wrong label set (e.g. 'a single class')."""
+    for line, problem in zip(column(data, "line"), column(data, "problem")):
+        if problem:
+            raise bad_row(problem, source, line)
 
 
 def text_problem(text: str, problem: str = "") -> str:

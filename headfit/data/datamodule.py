@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
 from headfit.data import options
-from headfit.data.checks import check_rows
+from headfit.data.checks import check_rows, first_unreadable
 from headfit.data.sampler import LengthGroupedSampler
 from headfit.data.sources import Columns, Source, column, load_source, select
 from headfit.data.split import random_subset, stratified_split
@@ -163,6 +163,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
                    for split, path in self.paths.items() if path}
         tokens = {split: tokenize(source.data, source.fingerprint, self.tokenizer, self.max_length, self.cache_dir, split)
                   for split, source in sources.items()}
+        if self.on_bad_row == "error":
+            first_unreadable(tokens["train"], sources["train"])
         self.label_space = self._infer_labels(sources["train"], tokens["train"])
         for split, source in sources.items():
             self.datasets[split] = check_rows(tokens[split], source, self.label_space, split, self.on_bad_row,
