@@ -35,7 +35,7 @@ def quiet_lightning(verbose: bool = False) -> Iterator[None]:
         logger.addFilter(notes)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # a FutureWarning
             yield
     finally:
         for logger in loggers:

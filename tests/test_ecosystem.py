@@ -75,7 +75,7 @@ def test_debug_limit_and_profiler_write_what_they_promise(tmp_path, tiny_encoder
 
 
 @pytest.mark.parametrize("verbose", [False, True])
-def test_lightnings_notes_stay_off_the_terminal_unless_verbose(tmp_path, tiny_encoder, caplog, verbose):
+def test_lightnings_notes_stay_off_the_terminal_unless_verbose(tmp_path, tiny_encoder, caplog, recwarn, verbose):
     # Lightning's logger writes to the terminal itself (its own handler, no propagation): listen there
     said = []
     listener = logging.Handler()
@@ -90,6 +90,8 @@ def test_lightnings_notes_stay_off_the_terminal_unless_verbose(tmp_path, tiny_en
     said = "\n".join(said)
     assert ("litlogger" in said) == verbose and ("TPU available" in said) == verbose
     assert "GPU available" in said  # the rest of what Lightning says stays
+    if not verbose:  # (shown once per place when verbose, so maybe by an earlier test)
+        assert not [w for w in recwarn if "LeafSpec" in str(w.message)]
     assert "shape check passed" in caplog.text  # and headfit's own logs
 
 
