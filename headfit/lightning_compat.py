@@ -23,8 +23,8 @@ from packaging.version import Version
 
 from headfit.errors import HeadfitConfigError
 
-SUPPORTED = (Version("2.4"), Version("3"))  # pytorch-lightning >= 2.4, < 3, as pyproject.toml says
-_FIX = 'pip install "pytorch-lightning>=2.4,<3" (the range headfit is tested with)'
+SUPPORTED = (Version("2.5"), Version("3"))  # pytorch-lightning >= 2.5, < 3, as pyproject.toml says (.ci/lowest-versions)
+_FIX = 'pip install "pytorch-lightning>=2.5,<3" (the range headfit is tested with)'
 
 try:
     from lightning_fabric.strategies.launchers.subprocess_script import _ChildProcessObserver as ChildProcessObserver

@@ -95,7 +95,7 @@ def test_lightnings_notes_stay_off_the_terminal_unless_verbose(tmp_path, tiny_en
     assert "shape check passed" in caplog.text  # and headfit's own logs
 
 
-@pytest.mark.parametrize("version", ["2.3.3", "3.0.0"])
+@pytest.mark.parametrize("version", ["2.4.3", "3.0.0"])
 def test_a_lightning_outside_the_supported_range_stops_naming_it(monkeypatch, version):
     import pytorch_lightning as pl
 
@@ -104,5 +104,5 @@ def test_a_lightning_outside_the_supported_range_stops_naming_it(monkeypatch, ve
 
     check_lightning()  # the installed one is supported
     monkeypatch.setattr(pl, "__version__", version)
-    with pytest.raises(HeadfitConfigError, match=r">= 2.4, < 3; .* is installed"):
+    with pytest.raises(HeadfitConfigError, match=r">= 2.5, < 3; .* is installed"):
         check_lightning()
