@@ -84,12 +84,20 @@ def test_summary_exits_1_when_no_run_finished(tmp_path):
 # ---- sweeps --------------------------------------------------------------------------------------------
 
 
-def test_sweep_records_a_failed_combination_and_goes_on(tmp_path, tiny_encoder):
+def test_sweep_records_a_failed_combination_and_goes_on(tmp_path, tiny_encoder, monkeypatch):
     sweep_dir = tmp_path / "sweep"
+    store = f"file:{tmp_path / 'mlruns'}"  # and each job that ran is a run of its own in the tracker
     result, output = run_cli(tmp_path, "-m", "head=softmax,sigmoid", "optim.lr=1e-3,1e-4",  # sigmoid: multiclass data
                              f"encoder.name_or_path={tiny_encoder}", f"paths.cache_dir={tmp_path / 'cache'}",
-                             f"hydra.sweep.dir={sweep_dir}", *FAST)
+                             f"hydra.sweep.dir={sweep_dir}", "logger=[csv,mlflow]",
+                             f"logger.mlflow.tracking_uri={store}", *FAST)
     assert result.returncode == 0, output
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # reading the file store, as `mlflow ui` needs too
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(run.data.params["lr"] for run in runs) == ["0.0001", "0.001"]
     rows = read_summary(sweep_dir)
     assert [(row["head"], row["status"]) for row in rows] == [("softmax", "ok")] * 2 + [("sigmoid", "failed")] * 2
     values = [float(row["val/macro_f1"]) for row in rows[:2]]
