@@ -166,7 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from headfit.errors import explain
     from headfit.predict import Predictor
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # headfit's own logs to this call's stderr, for this call only (main may run in a notebook, or many times)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
         predictor = Predictor.load(args.model, tokenizer=args.tokenizer, batch_size=args.batch_size,
                                    device=args.device)
@@ -180,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"headfit-eval: {explained}", file=sys.stderr)
         return 1
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
     print("\n".join(f"{name:<28} {value:.4f}" for name, value in result[SPLIT].items()))
     return 0
 
