@@ -1,20 +1,26 @@
 """Decisions from scores, fitted on validation data: per-label thresholds and temperature scaling.
 
-Pure functions on tensors (validation logits and targets gathered from every rank); the module keeps the
-results as buffers, so they are saved in the checkpoint and used by prediction and export.
+`Decisions` is one task's decisions as a module: its buffers (thresholds, temperature) are saved in the checkpoint
+and used by prediction and export; `fit` fits them on validation logits and targets (gathered from every rank),
+`decide` turns logits into probabilities and decisions. The fitting itself is pure functions on tensors, below it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.functional.classification import (binary_auroc, binary_calibration_error,
                                                      multiclass_calibration_error)
 
+from headfit.errors import HeadfitConfigError
 from headfit.task import Task
+
+log = logging.getLogger(__name__)
 
 GRID = torch.arange(1, 100) / 100  # the thresholds tried: 0.01 .. 0.99, with 0.5 itself among them
 HALF = 49  # GRID[HALF] == 0.5
@@ -25,6 +31,108 @@ RATE_F1_MARGIN = 0.05
 # 0.5 that random scores give with the label's numbers of positives and negatives (Hanley & McNeil's null variance,
 # (P + N + 1) / (12 P N)).
 CHANCE_Z = 3.0
+
+
+class Decisions(nn.Module):
+    """One task's decisions: the temperature and thresholds fitted on validation data, and logits -> labels.
+
+    `thresholds`: None (tuned for multilabel, 0.5 for binary), "tuned", a number, or one number per label;
+    `calibrate`: fit the temperature; `min_positives`, `min_auroc`, `max_rate_ratio`: the guards of
+    `tune_thresholds`. `name` says which task it is in the log ("" for a model with one task)."""
+
+    def __init__(self, task: Task, thresholds: str | float | Sequence[float] | None = None, calibrate: bool = False,
+                 min_positives: int = 5, min_auroc: float = 0.55, max_rate_ratio: float = 3.0, *, name: str = ""):
+        super().__init__()
+        self.task, self.name, self.calibrate = task, name, calibrate
+        self.guards = {"min_positives": min_positives, "min_auroc": min_auroc, "max_rate_ratio": max_rate_ratio}
+        wanted = thresholds or ("tuned" if task.kind == "multilabel" else None)
+        self.tunes_thresholds = wanted == "tuned" and task.num_thresholds > 0
+        self.register_buffer("thresholds", initial_thresholds(task, thresholds, f"tasks.{name}.thresholds" if name
+                                                             else "decision.thresholds"))
+        self.register_buffer("temperature", torch.ones(()))
+
+    def decide(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits -> (probabilities (B, C), decisions), with the fitted temperature and thresholds."""
+        probabilities = self.task.probabilities(logits / self.temperature)
+        return probabilities, self.task.predict(probabilities, self.thresholds if self.thresholds.numel() else 0.5)
+
+    def by_label(self) -> dict[str, float]:
+        """The thresholds by label name: every label (multilabel), labels[1] (binary), none (multiclass)."""
+        count, labels = self.task.num_thresholds, self.task.labels
+        return dict(zip(labels[len(labels) - count:] if count else (), self.thresholds.tolist()))
+
+    def fit(self, logits: Tensor, targets: Tensor) -> dict[str, Any]:
+        """Fit the temperature (calibrate) and the thresholds (when tuned) on validation logits and targets; log
+        and return what changed."""
+        task, summary, who = self.task, {}, f"{self.name}: " if self.name else ""
+        if self.calibrate:
+            before = calibration_error(task, task.probabilities(logits), targets)
+            self.temperature.fill_(fit_temperature(task, logits, targets))
+            after = calibration_error(task, task.probabilities(logits / self.temperature), targets)
+            summary.update(temperature=self.temperature.item(), ece_before=before, ece_after=after)
+            log.info("%stemperature scaling: T=%.3f; validation ECE %.4f -> %.4f", who, self.temperature, before,
+                     after)
+        if not self.tunes_thresholds:
+            return summary
+        probabilities = task.probabilities(logits / self.temperature)
+        tuned, per_label = tune_thresholds(task, probabilities, targets, **self.guards)
+        self.thresholds.copy_(tuned)
+        summary.update(thresholds={name: round(value, 4) for name, value in self.by_label().items()},
+                       labels=per_label)
+        log.info("%sthresholds tuned on validation, per label:\n%s", who, format_tuning(per_label))
+        ratio = self.guards["max_rate_ratio"]
+        firing = [row for row in per_label if row["rate_tuned"] > ratio * row["prevalence"]]
+        if firing:
+            log.warning("%sdecisions for %s fire on more than %gx the label's validation prevalence: %s", who,
+                        "these labels" if len(firing) > 1 else "this label", ratio,
+                        "; ".join(f"{row['label']} {row['rate_tuned']:.3f} vs {row['prevalence']:.3f} "
+                                  f"({row['status']})" for row in firing))
+        unlearned = [row["label"] for row in per_label if row["status"].startswith("not learned")]
+        if unlearned:
+            log.warning("%snot learned (validation AUROC not above chance), kept at threshold 0.5: %s; more data or "
+                        "epochs may help", who, ", ".join(unlearned))
+        return summary
+
+    def comparison(self, logits: Tensor, targets: Tensor, prefix: str) -> dict[str, float]:
+        """A split's metrics at threshold 0.5 and with the tuned thresholds: `<prefix><metric>_at_0_5` and
+        `<prefix><metric>_tuned` (micro- and macro-F1 for multilabel; accuracy and macro-F1 for binary); logged,
+        with a warning when tuning raises macro-F1 but lowers micro-F1 by more than a point. {} without tuning."""
+        if not self.tunes_thresholds:
+            return {}
+        probabilities = self.task.probabilities(logits / self.temperature)
+        at_half = threshold_metrics(self.task, probabilities, targets, 0.5)
+        tuned = threshold_metrics(self.task, probabilities, targets, self.thresholds)
+        where = prefix.rstrip("/")
+        log.info("%s: %s", where, "; ".join(f"{name} {at_half[name]:.4f} at 0.5 -> {tuned[name]:.4f} tuned"
+                                            for name in at_half))
+        micro = "micro_f1" if "micro_f1" in at_half else "accuracy"
+        if tuned["macro_f1"] > at_half["macro_f1"] and tuned[micro] < at_half[micro] - 0.01:
+            log.warning("%s: tuning raised macro-F1 (%.4f -> %.4f) but lowered %s by %.1f points (%.4f -> %.4f): "
+                        "the tuned thresholds trade frequent labels for rare ones; see the per-label table above",
+                        where, at_half["macro_f1"], tuned["macro_f1"], micro.replace("_", "-"),
+                        100 * (at_half[micro] - tuned[micro]), at_half[micro], tuned[micro])
+        return {**{f"{prefix}{name}_at_0_5": value for name, value in at_half.items()},
+                **{f"{prefix}{name}_tuned": value for name, value in tuned.items()}}
+
+
+def initial_thresholds(task: Task, thresholds: str | float | Sequence[float] | None,
+                       key: str = "decision.thresholds") -> Tensor:
+    """The thresholds buffer before tuning: a number, a list (one per label), or 0.5 ('tuned', None)."""
+    count = task.num_thresholds
+    if thresholds is None or (thresholds == "tuned" and count):
+        return torch.full((count,), 0.5)
+    if count == 0:
+        raise HeadfitConfigError(f"a multiclass task decides by argmax and takes no thresholds, got {thresholds!r}",
+                                 where=key, fix=f"set {key}=null")
+    if isinstance(thresholds, str):
+        raise HeadfitConfigError(f"unknown thresholds {thresholds!r}", where=key,
+                                 fix="use tuned, a number, or a list with one number per label")
+    values = torch.as_tensor([thresholds] * count if isinstance(thresholds, (int, float)) else thresholds,
+                             dtype=torch.float32).flatten()
+    if values.shape != (count,) or not ((values > 0) & (values < 1)).all():
+        raise HeadfitConfigError(f"thresholds must be {count} number(s) in (0, 1), got {thresholds!r}",
+                                 where=key, fix=f"give one threshold, or {count} (one per label)")
+    return values
 
 
 def tune_thresholds(task: Task, probabilities: Tensor, targets: Tensor, *, min_positives: int = 5,

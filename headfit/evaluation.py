@@ -109,26 +109,54 @@ def write_report(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def evaluate(module, logits: Tensor, targets: Tensor, split: str, directory: str | Path | None) -> dict:
-    """Log the per-class report of a split (with the module's fitted decisions; on rank 0 only; a summary
-    above FULL_REPORT_UP_TO labels); with a directory, save `<split>_report.csv` and the plots there, and add
-    the plots to any TensorBoard logger of the module's trainer. Returns the macro/micro/weighted rows."""
-    task = module.task
+def evaluate(module, outputs: dict[str, tuple[Tensor, Tensor, Tensor]] | Tensor, *args) -> dict:
+    """Log the per-class report of a split for every task (with the module's fitted decisions, hierarchy-consistent
+    when the module decides so; on rank 0 only; a summary above FULL_REPORT_UP_TO labels); with a directory, save
+    `<split>_report.csv` (several tasks: `<split>_report_<task>.csv`) and the plots there, and add the plots to any
+    TensorBoard logger of the module's trainer. Called as `evaluate(module, module.collected(split), split,
+    directory)`, or for one task `evaluate(module, logits, targets, split, directory)`. Returns the
+    macro/micro/weighted rows (several tasks: per task, and the hierarchy's inconsistency counts)."""
+    *targets, split, directory = args
+    outputs = module.outputs_of(outputs, *targets)
     directory = Path(directory) if directory is not None else None  # a str path too
-    probabilities, decisions = module.decide(logits)
+    logits = {name: output[0] for name, output in outputs.items()}
+    decided = module.decide_all(logits)
+    results = {}
+    for name, task in module.tasks.items():
+        _, targets, labelled = outputs[name]
+        probabilities, decisions = (value[labelled] for value in decided[name])
+        results[name] = _report_task(module, task, name if module.multitask else "", split, logits[name][labelled],
+                                     probabilities, decisions, targets[labelled], directory)
+    if not module.multitask:
+        return results[next(iter(results))]
+    if module.hierarchies:
+        counts = {mode: module.inconsistencies(logits, mode) for mode in ("independent", module.hparams.hierarchy)}
+        results["inconsistent"] = {link: {mode: counts[mode][link] for mode in counts} for link in counts["independent"]}
+        if rank_zero_only.rank == 0:
+            log.info("%s: decisions whose parent label is not decided (child label -> parent level), by decoding: %s",
+                     split, "; ".join(f"{link}: {', '.join(f'{n} {mode}' for mode, n in by_mode.items())}"
+                                      for link, by_mode in results["inconsistent"].items()))
+    return results
+
+
+def _report_task(module, task: Task, name: str, split: str, logits: Tensor, probabilities: Tensor,
+                 decisions: Tensor, targets: Tensor, directory: Path | None) -> dict:
+    """One task's report, CSV and plots (`name`: "" for a model with one task: files without a task name)."""
+    suffix, title = (f"_{name}", f"{split}/{name}") if name else ("", split)
     rows = class_report(task, probabilities, decisions, targets)
-    csv_path = directory / f"{split}_report.csv" if directory is not None else None
+    csv_path = directory / f"{split}_report{suffix}.csv" if directory is not None else None
     # Rank 0 only: under torchrun or SLURM every rank runs the whole job, logging to the same console and
     # appending to the same train.log, so each rank would print the report again.
     if rank_zero_only.rank == 0:
-        log.info("%s", format_report(rows, f"{split}: per-class report ({len(targets)} rows)", csv_path=csv_path))
+        log.info("%s", format_report(rows, f"{title}: per-class report ({len(targets)} rows)", csv_path=csv_path))
     if directory is not None:
         write_report(rows, csv_path)
-        paths = save_plots(task, probabilities, decisions, targets, rows, directory, split)
-        if split == "val" and module.hparams.calibrate:
+        paths = save_plots(task, probabilities, decisions, targets, rows, directory, split, suffix)
+        decider = module.decisions[name or next(iter(module.tasks))]
+        if split == "val" and decider.calibrate:
             paths.append(save_reliability(task, task.probabilities(logits), probabilities, targets,
-                                          module.temperature.item(), directory / "val_reliability.png"))
-        log.info("%s: wrote %s_report.csv and %s", split, split, ", ".join(p.name for p in paths))
+                                          decider.temperature.item(), directory / f"val_reliability{suffix}.png"))
+        log.info("%s: wrote %s and %s", title, csv_path.name, ", ".join(p.name for p in paths))
         for logger in _loggers(module):
             if isinstance(logger, TensorBoardLogger):
                 for path in paths:

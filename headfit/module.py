@@ -13,10 +13,12 @@ a checkpoint alone is enough to predict (headfit/predict.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import pickletools
+import re
 import shutil
 import warnings
 import zipfile
@@ -28,18 +30,20 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import CatMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from headfit.configs import head_preset, head_presets
-from headfit.decision import (calibration_error, fit_temperature, format_tuning, threshold_metrics,
-                              tune_thresholds)
+from headfit.checkpoint import atomic_save
+from headfit.decision import Decisions, initial_thresholds  # noqa: F401 (initial_thresholds: its earlier home)
 from headfit.encoder import (check_max_length, enable_gradient_checkpointing, freeze, layer_depths, load_encoder,
                              tokenizer_files, tokenizer_from_files)
-from headfit.errors import HeadfitConfigError, HeadfitDataError, unreadable_checkpoint, unsafe_globals
+from headfit.errors import (HeadfitConfigError, HeadfitDataError, HeadfitOutputError,
+                            unreadable_checkpoint, unsafe_globals)
 from headfit.heads import Head
-from headfit.task import Task
+from headfit.hierarchy import Hierarchy, check_mode, from_multi_hot, multi_hot
+from headfit.task import SUGGESTED_HEAD, Task
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +51,34 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
-CHECKPOINT_KEY = "headfit"  # {"labels", "kind", ["tokenizer": {file name: bytes}, "max_length"]} in every checkpoint
+# {"labels", "kind"} (one task) or {"tasks": {name: {"labels", "kind"}}}, ["tokenizer": {file name: bytes},
+# "max_length"] in every checkpoint
+CHECKPOINT_KEY = "headfit"
+SINGLE_TASK = "label"  # the name of the one task of a model built without `tasks` (its metrics carry no name)
+STAGES = ("train", "val", "test")
+# What one task takes (ClassifierModule(tasks={name: {...}})): its labels and kind, its head, its loss weight, the
+# loss and decision options (defaults: the module's own arguments), and its place in a hierarchy.
+TASK_OPTIONS = ("labels", "kind", "head", "weight", "class_weights", "focal_gamma", "focal_alpha", "label_smoothing",
+                "label_counts", "num_train_rows", "thresholds", "calibrate", "min_positives", "min_auroc",
+                "max_rate_ratio", "parent_of", "groups")
+# A checkpoint saved before models had several heads names the one task's modules without a task name.
+LEGACY_KEYS = {"head.": f"heads.{SINGLE_TASK}.", "loss_fn.": f"losses.{SINGLE_TASK}.",
+               "thresholds": f"decisions.{SINGLE_TASK}.thresholds",
+               "temperature": f"decisions.{SINGLE_TASK}.temperature"}
 
 
 class ClassifierModule(pl.LightningModule):
-    """Encoder + head. `encoder` is a name, a directory, or an encoder already built (`AutoModel...`); `head` is a
-    preset name (conf/head/: "softmax", "sigmoid"), a Head class, its dotted path, or a Hydra config (`_target_` +
-    options)."""
+    """Encoder + a head per task. One task: `labels`, `kind`, `head` and the loss and decision arguments. Several:
+    `tasks={name: {labels, kind, head, weight, ...}}` (TASK_OPTIONS), whose loss and decision options default to
+    the module's arguments; the loss is the sum of weight x each task's loss. `encoder` is a name, a directory, or
+    an encoder already built (`AutoModel...`); a head is a preset name (conf/head/: "softmax", "sigmoid"), a Head
+    class, its dotted path, or a Hydra config (`_target_` + options)."""
 
     def __init__(
         self,
         encoder: str | PreTrainedModel,
-        labels: Sequence[str] | int,
-        kind: str,
+        labels: Sequence[str] | int | None = None,
+        kind: str | None = None,
         head: str | type[Head] | Mapping[str, Any] = "headfit.heads.SoftmaxHead",
         class_weights: str | Sequence[float] | Mapping[str, float] | None = None,
         focal_gamma: float | None = None,
@@ -81,26 +100,58 @@ class ClassifierModule(pl.LightningModule):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         encoder_config: dict[str, Any] | None = None,
+        tasks: Mapping[str, Mapping[str, Any]] | None = None,
+        hierarchy: str = "consistent",
     ):
         super().__init__()
-        head, labels = head_config(head), label_names(labels)
-        class_weights, thresholds = _plain(class_weights), _plain(thresholds)
-        check_arguments(locals())
+        arguments = {key: _plain(value) for key, value in locals().items() if key not in ("self", "__class__")}
+        self.multitask = bool(tasks)
+        specs = task_specs(arguments)
+        for name, spec in specs.items():
+            check_arguments({**arguments, **spec}, self._key(name))
+        check_mode(hierarchy)
         built, encoder = encoder_name(encoder)
-        self.save_hyperparameters(ignore=["encoder", "head", "labels", "class_weights", "thresholds"])
-        self.hparams.update(encoder=encoder, head=head, labels=labels, class_weights=class_weights,
-                            thresholds=thresholds)
+        self.save_hyperparameters(ignore=["encoder", "head", "labels", "class_weights", "thresholds", "tasks"])
+        if self.multitask:
+            self.hparams.update(encoder=encoder, head=None, labels=None, class_weights=class_weights,
+                                thresholds=thresholds, tasks=specs)
+        else:
+            spec = specs[SINGLE_TASK]
+            self.hparams.update(encoder=encoder, head=spec["head"], labels=spec["labels"], class_weights=class_weights,
+                                thresholds=thresholds, tasks=None)
 
-        head_class = get_class(head["_target_"])
-        self.task = Task(kind, tuple(labels), activation=getattr(head_class, "activation", None))
         # train mode: from_pretrained (and perhaps a model built by the user) returns eval mode, without dropout
         self.encoder = (built if built is not None else load_encoder(encoder, encoder_config)).train()
         # Saved so that load_from_checkpoint rebuilds the architecture without the original weights.
         self.hparams.encoder_config = self.encoder.config.to_dict()
         self.save_hyperparameters(dict(self.hparams))  # again, so the logged hparams.yaml has the final values too
-        self.head = instantiate(head, in_features=self.encoder.config.hidden_size, num_outputs=self.task.num_outputs)
-        if getattr(self.head, "pooling", "cls") != "cls" and getattr(self.encoder, "pooler", None) is not None:
-            self.encoder.pooler.requires_grad_(False)  # unused by this head: no optimizer state, no DDP complaint
+        # Per task, decided together by its Task: the head's width, the loss (class weights are buffers of it, so
+        # they move with the module), the metrics, and the decisions fitted on validation data (headfit/decision.py).
+        self.tasks: dict[str, Task] = {}
+        self.heads, self.losses, self.decisions = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
+        self.weights: dict[str, float] = {}
+        for name, spec in specs.items():
+            with self._in_task(name):
+                head_spec = head_config(spec["head"])
+                task = Task(spec["kind"], tuple(spec["labels"]), activation=get_class(head_spec["_target_"]).activation)
+                self.tasks[name] = task
+                self.heads[name] = instantiate(head_spec, in_features=self.encoder.config.hidden_size,
+                                               num_outputs=task.num_outputs)
+                weights = task.resolve_class_weights(spec["class_weights"], spec["label_counts"],
+                                                     spec["num_train_rows"])
+                self.losses[name] = task.loss(weights, spec["focal_gamma"], spec["focal_alpha"],
+                                              spec["label_smoothing"])
+                self.decisions[name] = Decisions(task, spec["thresholds"], spec["calibrate"], spec["min_positives"],
+                                                 spec["min_auroc"], spec["max_rate_ratio"],
+                                                 name=name if self.multitask else "")
+                self.weights[name] = float(spec["weight"])
+        self.hierarchies = self._hierarchies(specs)
+        for stage in STAGES:  # train_metrics, val_metrics, test_metrics: {task: its metrics}
+            setattr(self, f"{stage}_metrics", nn.ModuleDict({
+                name: task.metrics().clone(prefix=f"{stage}/{self._prefix(name)}") for name, task in self.tasks.items()}))
+        if all(getattr(head, "pooling", "cls") != "cls" for head in self.heads.values()) \
+                and getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler.requires_grad_(False)  # unused by the heads: no optimizer state, no DDP complaint
         check_scale_options(layer_decay, compile)
         freeze(self.encoder, freeze_encoder, freeze_layers)
         if gradient_checkpointing:
@@ -108,30 +159,101 @@ class ClassifierModule(pl.LightningModule):
         if compile:
             self.encoder.compile()  # in place: the state dict keeps its keys, so checkpoints load either way
 
-        weights = self.task.resolve_class_weights(class_weights, label_counts, num_train_rows)
-        # class weights are buffers in the loss module: they move with the module
-        self.loss_fn = self.task.loss(weights, focal_gamma, focal_alpha, label_smoothing)
-        self.train_metrics = self.task.metrics().clone(prefix="train/")
-        self.val_metrics = self.task.metrics().clone(prefix="val/")
-        self.test_metrics = self.task.metrics().clone(prefix="test/")
-        # Decisions, fitted on validation data after training (headfit/decision.py) and saved as buffers.
-        self.register_buffer("thresholds", initial_thresholds(self.task, thresholds))
-        self.register_buffer("temperature", torch.ones(()))
-        # When set, validation/test logits and targets are gathered from every rank (for tuning and reports).
+        # When set, validation/test logits, targets and which rows are labelled are gathered from every rank (for
+        # tuning and reports).
         self.collect_outputs = False
-        self.outputs = torch.nn.ModuleDict({f"{stage}_{what}": CatMetric() for stage in ("val", "test")
-                                            for what in ("logits", "targets")})
+        self.outputs = nn.ModuleDict({f"{stage}_{what}_{name}": CatMetric() for stage in ("val", "test")
+                                      for what in ("logits", "targets", "labelled") for name in self.tasks})
         # The tokenizer that goes into checkpoints (set by `setup` from the data module, or by the user), and the
         # max_length its texts were truncated to in training (None: unknown).
         self.tokenizer = None
         self.max_length: int | None = None
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **encoder_inputs: Tensor) -> Tensor:
-        """Tokenizer output -> logits (batch, task.num_outputs)."""
+    # ---- tasks ----------------------------------------------------------------------------------
+
+    def _prefix(self, name: str) -> str:
+        """What a task's metric names carry after the stage: `<task>/` with several tasks, nothing with one."""
+        return f"{name}/" if self.multitask else ""
+
+    def _key(self, name: str) -> str:
+        """Where a task's options are set in the config: tasks.<name>. (several tasks) or the groups (one)."""
+        return f"tasks.{name}." if self.multitask else ""
+
+    def _in_task(self, name: str):
+        """Errors raised while building task `name` name it and its config keys (tasks.<name>.<key>)."""
+        return _task_errors(name) if self.multitask else contextlib.nullcontext()
+
+    def _hierarchies(self, specs: Mapping[str, Mapping[str, Any]]) -> list[Hierarchy]:
+        """The parent -> child links, finest first (a child's decisions are made consistent before its parent is
+        itself a child of another)."""
+        links = []
+        for parent, spec in specs.items():
+            child = spec.get("parent_of")
+            if child is None:
+                continue
+            if child not in self.tasks or child == parent or not spec.get("groups"):
+                raise HeadfitConfigError(f"task {parent!r} is the parent of {child!r}, which is not another task, or "
+                                         f"has no groups", where=f"tasks.{parent}.parent_of, tasks.{parent}.groups",
+                                         fix=f"name one of {list(self.tasks)} and give groups {{parent label: [child "
+                                             f"labels]}}")
+            links.append(Hierarchy.from_groups(child, self.tasks[child], parent, self.tasks[parent], spec["groups"]))
+        ordered = []
+        while links:
+            ready = [link for link in links if not any(other.parent == link.child for other in links)]
+            if not ready:
+                raise HeadfitConfigError("the tasks' parent_of links form a cycle", where="tasks.*.parent_of",
+                                         fix="each task may be the parent of tasks finer than itself only")
+            ordered += ready
+            links = [link for link in links if link not in ready]
+        return ordered
+
+    def _only(self, what: str) -> str:
+        if self.multitask:
+            raise HeadfitConfigError(f"this model has several tasks {list(self.tasks)}: module.{what} is a one-task "
+                                     f"name", where=f"module.{what}",
+                                     fix="use module.tasks[name], module.heads[name], module.decisions[name]")
+        return SINGLE_TASK
+
+    @property
+    def task(self) -> Task:
+        """The task of a one-task model (several: `tasks`)."""
+        return self.tasks[self._only("task")]
+
+    @property
+    def head(self) -> nn.Module:
+        return self.heads[self._only("head")]
+
+    @property
+    def loss_fn(self) -> nn.Module:
+        return self.losses[self._only("loss_fn")]
+
+    @property
+    def thresholds(self) -> Tensor:
+        return self.decisions[self._only("thresholds")].thresholds
+
+    @property
+    def temperature(self) -> Tensor:
+        return self.decisions[self._only("temperature")].temperature
+
+    def _flat(self, per_task: dict[str, Any]) -> Any:
+        """A result per task, as the caller sees it: the one task's own for a one-task model."""
+        return per_task if self.multitask else per_task[SINGLE_TASK]
+
+    # ---- forward --------------------------------------------------------------------------------
+
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               **encoder_inputs: Tensor) -> dict[str, Tensor]:
+        """Tokenizer output -> {task: logits (batch, its num_outputs)}: one encoder pass, every head."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **encoder_inputs)
-        return self.head(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None))
+        pooled = getattr(out, "pooler_output", None)
+        return {name: head(out.last_hidden_state, attention_mask, pooled) for name, head in self.heads.items()}
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                **encoder_inputs: Tensor) -> Tensor | dict[str, Tensor]:
+        """Tokenizer output -> logits (batch, task.num_outputs); with several tasks, {task: logits}."""
+        return self._flat(self.logits(input_ids, attention_mask, **encoder_inputs))
 
     # ---- checkpoints ----------------------------------------------------------------------------
 
@@ -156,7 +278,8 @@ class ClassifierModule(pl.LightningModule):
         return module.eval()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = {"labels": list(self.task.labels), "kind": self.task.kind}
+        saved = ({"tasks": {name: {"labels": list(task.labels), "kind": task.kind} for name, task in self.tasks.items()}}
+                 if self.multitask else {"labels": list(self.task.labels), "kind": self.task.kind})
         if self.tokenizer is not None:
             saved.update(tokenizer=tokenizer_files(self.tokenizer), max_length=self.max_length)
         checkpoint[CHECKPOINT_KEY] = saved
@@ -166,18 +289,33 @@ class ClassifierModule(pl.LightningModule):
         # keyword arguments, so the labels are compared with the copy saved under CHECKPOINT_KEY first.
         saved = checkpoint.get(CHECKPOINT_KEY) or {}
         hparams = checkpoint.get("hyper_parameters") or {}
-        labels, kind = saved.get("labels", hparams.get("labels")), saved.get("kind", hparams.get("kind"))
-        if labels is not None and ([str(name) for name in labels] != list(self.task.labels)
-                                   or kind not in (None, self.task.kind)):
-            order = " (the same names in another order)" if sorted(map(str, labels)) == sorted(self.task.labels) \
-                else ""
+        if "tasks" in saved or hparams.get("tasks"):
+            trained = {name: (task.get("labels"), task.get("kind"))
+                       for name, task in (saved.get("tasks") or hparams["tasks"]).items()}
+        else:
+            trained = {SINGLE_TASK: (saved.get("labels", hparams.get("labels")), saved.get("kind", hparams.get("kind")))}
+        here = {name: (list(task.labels), task.kind) for name, task in self.tasks.items()}
+        for name, (labels, kind) in trained.items():
+            if labels is None:
+                continue
+            if name in here and [str(n) for n in labels] == here[name][0] and kind in (None, here[name][1]):
+                continue
+            has = here.get(name)
+            order = " (the same names in another order)" if has and sorted(map(str, labels)) == sorted(has[0]) else ""
+            which = f"task {name!r}: " if self.multitask or len(trained) > 1 else ""
             raise HeadfitConfigError(
-                f"the checkpoint was trained for {kind} labels {list(labels)}, but this model has "
-                f"{self.task.kind} labels {list(self.task.labels)}{order}",
+                f"{which}the checkpoint was trained for {kind} labels {list(labels)}, but this model has "
+                + (f"{has[1]} labels {has[0]}{order}" if has else f"no such task (its tasks: {list(here)})"),
                 where="the checkpoint (ckpt_path / load_from_checkpoint) against task.labels and the data's labels",
                 fix="load it where the labels are the same, in the same order (set task.labels to the checkpoint's); "
                     "to train for other labels, start from the encoder instead of this checkpoint",
             )
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict):  # a checkpoint from before several heads: its keys carry no task name
+            for key in list(state):
+                for old, new in LEGACY_KEYS.items():
+                    if key == old or (old.endswith(".") and key.startswith(old)):
+                        state[new + key[len(old):] if old.endswith(".") else new] = state.pop(key)
         if self.tokenizer is None and "tokenizer" in saved:
             self.tokenizer, self.max_length = tokenizer_from_files(saved["tokenizer"]), saved.get("max_length")
 
@@ -186,135 +324,228 @@ class ClassifierModule(pl.LightningModule):
     def logged_metrics(self) -> list[str]:
         """The names this module logs, which are what `optimized_metric` (a checkpoint's monitor) can be:
         train/loss (also as train/loss_step and train/loss_epoch), val/loss, test/loss, and
-        {train,val,test}/<each task metric>. Only the train/ and val/ ones exist while fitting."""
-        metrics = list(self.task.metrics().keys())
-        return ["train/loss", "train/loss_step", "train/loss_epoch",
-                *(f"{stage}/{name}" for stage in ("train", "val", "test") for name in ["loss", *metrics]
-                  if (stage, name) != ("train", "loss"))]
+        {train,val,test}/<each task metric>; with several tasks, {train,val,test}/<task>/<loss, each metric> and
+        {val,test}/mean_macro_f1. Only the train/ and val/ ones exist while fitting."""
+        names = ["train/loss", "train/loss_step", "train/loss_epoch", "val/loss", "test/loss"]
+        for stage in STAGES:
+            for name, task in self.tasks.items():
+                prefix = f"{stage}/{self._prefix(name)}"
+                names += [f"{prefix}loss"] * self.multitask + [f"{prefix}{metric}" for metric in task.metrics().keys()]
+            if self.multitask and stage != "train":
+                names.append(f"{stage}/mean_macro_f1")
+        return names
+
+    def _labels(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """A batch's labels and which of its rows are labelled, per task (every row when it does not say)."""
+        labels, labelled = batch["labels"], batch.get("labelled") or {}
+        if not isinstance(labels, Mapping):
+            if self.multitask:
+                raise HeadfitDataError(f"a batch for several tasks {list(self.tasks)} needs 'labels' as a mapping "
+                                       f"{{task: labels}}, got {type(labels).__name__}", where="batch['labels']",
+                                       fix="collate labels per task (headfit's data module does, given tasks)")
+            labels = {SINGLE_TASK: labels}
+        missing = [name for name in self.tasks if name not in labels]
+        if missing:
+            raise HeadfitDataError(f"the batch has no labels for task(s) {missing}; it has {list(labels)}",
+                                   where="batch['labels']", fix="give labels for every task (the model's tasks: "
+                                                                f"{list(self.tasks)})")
+        return dict(labels), dict(labelled)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Check and normalise labels on the host, before the batch moves to an accelerator: a bad
         # label is reported in words here instead of as a device-side assert inside the loss.
         if isinstance(batch, Mapping) and batch.get("labels") is not None:
-            batch["labels"] = self.task.targets(batch["labels"])
+            labels, _ = self._labels(batch)
+            targets = {name: self._checked(name, lambda: self.tasks[name].targets(labels[name]))
+                       for name in self.tasks}
+            batch["labels"] = targets if isinstance(batch["labels"], Mapping) else targets[SINGLE_TASK]
         return batch
 
+    def _checked(self, name: str, make):
+        with self._in_task(name):
+            return make()
+
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_metrics)
+        return self._step(batch, "train")
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val", self.val_metrics)
+        self._step(batch, "val")
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test", self.test_metrics)
+        self._step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_mean_macro_f1("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_mean_macro_f1("test")
+
+    def _log_mean_macro_f1(self, stage: str) -> None:
+        """With several tasks, <stage>/mean_macro_f1: the mean of the tasks' macro-F1 (the default monitor)."""
+        metrics = getattr(self, f"{stage}_metrics")
+        if self.multitask and all(collection["macro_f1"].update_called for collection in metrics.values()):
+            self.log(f"{stage}/mean_macro_f1", torch.stack([c["macro_f1"].compute() for c in metrics.values()]).mean())
 
     # ---- decisions ------------------------------------------------------------------------------
 
-    def collected(self, stage: str) -> tuple[Tensor, Tensor]:
-        """The logits and targets gathered (from every rank) while `collect_outputs` was set; then cleared."""
-        logits, targets = self.outputs[f"{stage}_logits"], self.outputs[f"{stage}_targets"]
-        if not logits.update_called:
-            raise RuntimeError(f"no {stage} outputs were collected: set module.collect_outputs = True first")
-        collected = logits.compute(), targets.compute()
-        logits.reset(), targets.reset()
-        return collected
+    def decide(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits -> (probabilities (B, C), decisions), with the fitted temperature and thresholds (one task)."""
+        return self.decisions[self._only("decide")].decide(logits)
 
-    def fit_decisions(self, logits: Tensor, targets: Tensor) -> dict[str, Any]:
-        """Fit the temperature (decision.calibrate) and thresholds (decision.thresholds=tuned; the default for
-        multilabel) on validation logits and targets; log and return what changed."""
-        task, summary = self.task, {}
-        if self.hparams.calibrate:
-            before = calibration_error(task, task.probabilities(logits), targets)
-            self.temperature.fill_(fit_temperature(task, logits, targets))
-            after = calibration_error(task, task.probabilities(logits / self.temperature), targets)
-            summary.update(temperature=self.temperature.item(), ece_before=before, ece_after=after)
-            log.info("temperature scaling: T=%.3f; validation ECE %.4f -> %.4f", self.temperature, before, after)
-        if self.tunes_thresholds:
-            probabilities = task.probabilities(logits / self.temperature)
-            tuned, per_label = tune_thresholds(task, probabilities, targets, min_positives=self.hparams.min_positives,
-                                               min_auroc=self.hparams.min_auroc,
-                                               max_rate_ratio=self.hparams.max_rate_ratio)
-            self.thresholds.copy_(tuned)
-            summary.update(thresholds={name: round(value, 4) for name, value in self.thresholds_by_label().items()},
-                           labels=per_label)
-            log.info("thresholds tuned on validation, per label:\n%s", format_tuning(per_label))
-            ratio = self.hparams.max_rate_ratio
-            firing = [row for row in per_label if row["rate_tuned"] > ratio * row["prevalence"]]
-            if firing:
-                log.warning("decisions for %s fire on more than %gx the label's validation prevalence: %s",
-                            "these labels" if len(firing) > 1 else "this label", ratio,
-                            "; ".join(f"{row['label']} {row['rate_tuned']:.3f} vs {row['prevalence']:.3f} "
-                                      f"({row['status']})" for row in firing))
-            unlearned = [row["label"] for row in per_label if row["status"].startswith("not learned")]
-            if unlearned:
-                log.warning("not learned (validation AUROC not above chance), kept at threshold 0.5: %s; more data "
-                            "or epochs may help", ", ".join(unlearned))
-        return summary
+    def decide_all(self, logits: Mapping[str, Tensor], hierarchy: str | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+        """{task: logits} -> {task: (probabilities, decisions)}, each with its task's fitted decisions; made
+        consistent across the levels of a hierarchy when `hierarchy` (default: hparams.hierarchy) is consistent
+        (headfit/hierarchy.py has the rule)."""
+        decided = {name: self.decisions[name].decide(logits[name]) for name in self.tasks}
+        if (hierarchy or self.hparams.hierarchy) != "consistent" or not self.hierarchies:
+            return decided
+        hot = {name: multi_hot(self.tasks[name], decisions) for name, (_, decisions) in decided.items()}
+        for link in self.hierarchies:
+            parent_task = self.tasks[link.parent]
+            hot[link.child], hot[link.parent] = link.make_consistent(
+                hot[link.child], hot[link.parent], decided[link.child][0], decided[link.parent][0],
+                parent_single_label=parent_task.kind != "multilabel")
+        return {name: (decided[name][0], from_multi_hot(self.tasks[name], hot[name])) for name in self.tasks}
+
+    def inconsistencies(self, logits: Mapping[str, Tensor], hierarchy: str = "independent") -> dict[str, int]:
+        """Per parent -> child link ("<child> -> <parent>"), how many (row, child label) decisions lack their parent
+        label when deciding with `hierarchy`."""
+        decided = self.decide_all(logits, hierarchy)
+        return {f"{link.child} -> {link.parent}": link.inconsistent(
+            multi_hot(self.tasks[link.child], decided[link.child][1]),
+            multi_hot(self.tasks[link.parent], decided[link.parent][1])) for link in self.hierarchies}
+
+    def collected(self, stage: str) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+        """{task: (logits, targets, labelled)} gathered (from every rank) while `collect_outputs` was set, every
+        row of the split; then cleared. `labelled` (bool) marks the rows that have a label for the task."""
+        gathered = {}
+        for name in self.tasks:
+            parts = [self.outputs[f"{stage}_{what}_{name}"] for what in ("logits", "targets", "labelled")]
+            if not parts[0].update_called:
+                raise RuntimeError(f"no {stage} outputs were collected: set module.collect_outputs = True first")
+            logits, targets, labelled = (part.compute() for part in parts)
+            gathered[name] = (logits, targets, labelled.bool())
+            for part in parts:
+                part.reset()
+        return gathered
+
+    def outputs_of(self, logits: Tensor | Mapping[str, Any], targets: Tensor | None = None) -> dict:
+        """{task: (logits, targets, labelled)} as `collected` returns them, from that mapping or from one task's
+        logits and targets (every row labelled)."""
+        if isinstance(logits, Mapping):
+            return dict(logits)
+        rows = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
+        return {self._only("outputs_of"): (logits, targets, rows)}
+
+    def fit_decisions(self, logits: Tensor | Mapping[str, Any], targets: Tensor | None = None) -> dict[str, Any]:
+        """Fit each task's temperature (calibrate) and thresholds (tuned; the default for multilabel) on its
+        labelled validation rows (`collected("val")`, or one task's logits and targets); log and return what
+        changed (per task with several)."""
+        outputs = self.outputs_of(logits, targets)
+        return self._flat({name: self.decisions[name].fit(*labelled_rows(outputs[name])) for name in self.tasks})
+
+    def threshold_comparison(self, logits: Tensor | Mapping[str, Any], targets: Tensor | None = None,
+                             split: str = "val") -> dict[str, float]:
+        """Each task's metrics at threshold 0.5 and tuned: `<split>/[<task>/]<metric>_at_0_5` and `..._tuned`
+        (`collected(split)`, or one task's logits and targets)."""
+        outputs, compared = self.outputs_of(logits, targets), {}
+        for name in self.tasks:
+            compared.update(self.decisions[name].comparison(*labelled_rows(outputs[name]),
+                                                            f"{split}/{self._prefix(name)}"))
+        return compared
+
+    def validate_and_fit_decisions(self, trainer: pl.Trainer, datamodule: Any = None,
+                                   ckpt_path: str | None = None) -> tuple[dict[str, float], dict[str, Any], dict]:
+        """The decisions step of a training job: validate (the checkpoint at `ckpt_path`, else the current
+        weights), gathering every rank's outputs; fit each task's decisions on them. Returns (the validation
+        metrics with the 0.5-vs-tuned comparison, what the fitting changed, the outputs for reports)."""
+        self.collect_outputs = True
+        metrics = trainer.validate(self, datamodule=datamodule, ckpt_path=ckpt_path or None, verbose=False)[0]
+        outputs = self.collected("val")
+        fitted = self.fit_decisions(outputs)
+        metrics.update(self.threshold_comparison(outputs, split="val"))
+        return metrics, fitted, outputs
+
+    def test_with_decisions(self, trainer: pl.Trainer, datamodule: Any = None) -> tuple[dict[str, float], dict]:
+        """Test with the fitted decisions; returns (the test metrics with the 0.5-vs-tuned comparison, the outputs
+        for reports)."""
+        self.collect_outputs = True
+        metrics = trainer.test(self, datamodule=datamodule)[0]
+        outputs = self.collected("test")
+        metrics.update(self.threshold_comparison(outputs, split="test"))
+        return metrics, outputs
+
+    def save_decisions(self, checkpoint: str | os.PathLike) -> None:
+        """Write the fitted decisions (every task's thresholds and temperature) into `checkpoint`, leaving the rest
+        of it (optimizer, epoch: what a resume needs) as it was. Written to a temporary file and renamed: never
+        half-written."""
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        for key, value in self.decisions.state_dict(prefix="decisions.").items():
+            state["state_dict"][key] = value.detach().cpu()
+        try:
+            atomic_save(state, checkpoint)
+        except HeadfitOutputError as error:
+            raise HeadfitOutputError(
+                f"the fitted decisions (thresholds, temperature) could not be written into {checkpoint}: "
+                f"{error.problem.split(': ', 1)[-1]}", where=error.where,
+                fix=f"{error.fix}; {checkpoint} still holds the trained weights, with the decisions it had before") \
+                from error
 
     @property
     def tunes_thresholds(self) -> bool:
-        """Whether `fit_decisions` tunes thresholds: decision.thresholds=tuned, or null for multilabel."""
-        wanted = self.hparams.thresholds or ("tuned" if self.task.kind == "multilabel" else None)
-        return wanted == "tuned" and self.task.num_thresholds > 0
+        """Whether `fit_decisions` tunes thresholds (one task): decision.thresholds=tuned, or null for multilabel."""
+        return self.decisions[self._only("tunes_thresholds")].tunes_thresholds
 
-    def threshold_comparison(self, logits: Tensor, targets: Tensor, split: str) -> dict[str, float]:
-        """A split's metrics at threshold 0.5 and with the tuned thresholds: `<split>/<metric>_at_0_5` and
-        `<split>/<metric>_tuned` (micro- and macro-F1 for multilabel; accuracy and macro-F1 for binary); logged,
-        with a warning when tuning raises macro-F1 but lowers micro-F1 by more than a point. {} without tuning."""
-        if not self.tunes_thresholds:
-            return {}
-        probabilities = self.task.probabilities(logits / self.temperature)
-        at_half = threshold_metrics(self.task, probabilities, targets, 0.5)
-        tuned = threshold_metrics(self.task, probabilities, targets, self.thresholds)
-        log.info("%s: %s", split, "; ".join(f"{name} {at_half[name]:.4f} at 0.5 -> {tuned[name]:.4f} tuned"
-                                            for name in at_half))
-        micro = "micro_f1" if "micro_f1" in at_half else "accuracy"
-        if tuned["macro_f1"] > at_half["macro_f1"] and tuned[micro] < at_half[micro] - 0.01:
-            log.warning("%s: tuning raised macro-F1 (%.4f -> %.4f) but lowered %s by %.1f points (%.4f -> %.4f): "
-                        "the tuned thresholds trade frequent labels for rare ones; see the per-label table above",
-                        split, at_half["macro_f1"], tuned["macro_f1"], micro.replace("_", "-"),
-                        100 * (at_half[micro] - tuned[micro]), at_half[micro], tuned[micro])
-        return {**{f"{split}/{name}_at_0_5": value for name, value in at_half.items()},
-                **{f"{split}/{name}_tuned": value for name, value in tuned.items()}}
-
-    def thresholds_by_label(self) -> dict[str, float]:
-        """The decision thresholds by label name: every label (multilabel), labels[1] (binary), none (multiclass)."""
-        count = self.task.num_thresholds
-        return dict(zip(self.task.labels[self.task.num_labels - count:] if count else (), self.thresholds.tolist()))
-
-    def decide(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits -> (probabilities (B, C), decisions), with the fitted temperature and thresholds."""
-        probabilities = self.task.probabilities(logits / self.temperature)
-        return probabilities, self.task.predict(probabilities, self.thresholds if self.thresholds.numel() else 0.5)
+    def thresholds_by_label(self) -> dict[str, float] | dict[str, dict[str, float]]:
+        """The decision thresholds by label name: every label (multilabel), labels[1] (binary), none (multiclass);
+        with several tasks, per task."""
+        return self._flat({name: decisions.by_label() for name, decisions in self.decisions.items()})
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Any]:
-        """Per row: the probability of every label (columns in `task.labels` order) and the decided names;
-        plus the rows' `index` when the batch has one (headfit's loaders sort rows by length; see
-        `headfit.predict.in_input_order`)."""
-        probabilities, decisions = self.decide(self(**_encoder_inputs(batch)))
-        output = {"probabilities": probabilities, "labels": self.task.names(decisions)}
+        """Per row: the probability of every label (columns in `task.labels` order) and the decided names (with
+        several tasks, each a {task: ...} mapping); plus the rows' `index` when the batch has one (headfit's
+        loaders sort rows by length; see `headfit.predict.in_input_order`)."""
+        decided = self.decide_all(self.logits(**_encoder_inputs(batch)))
+        output = {"probabilities": self._flat({name: probabilities for name, (probabilities, _) in decided.items()}),
+                  "labels": self._flat({name: self.tasks[name].names(decisions)
+                                        for name, (_, decisions) in decided.items()})}
         if "index" in batch:
             output["index"] = batch["index"]
         return output
 
-    def _step(self, batch: Mapping[str, Tensor], stage: str, metrics) -> Tensor:
+    def _step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
         if not isinstance(batch, Mapping) or "labels" not in batch:
             keys = list(batch) if isinstance(batch, Mapping) else type(batch).__name__
             raise HeadfitDataError(
                 f"a {stage} batch must be a mapping of the tokenizer's outputs plus 'labels'; got {keys}",
                 where=f"the {stage} dataloader", fix="yield dict(**tokenizer(texts), labels=...) from the dataloader",
             )
-        logits = self(**_encoder_inputs(batch))
-        targets = self.task.targets(batch["labels"], validate=False)  # validated in on_before_batch_transfer
-        loss = self.loss_fn(logits, targets)
-        metrics.update(self.decide(logits.detach())[1], targets.long())
-        if self.collect_outputs and stage != "train":
-            self.outputs[f"{stage}_logits"].update(logits.detach().float())
-            self.outputs[f"{stage}_targets"].update(targets.float())
-        size = len(targets)
+        logits = self.logits(**_encoder_inputs(batch))
+        labels, labelled = self._labels(batch)
+        decided = self.decide_all({name: value.detach() for name, value in logits.items()})
+        size, loss = len(batch["input_ids"]), 0.0
+        for name, task in self.tasks.items():
+            targets = task.targets(labels[name], validate=False)  # validated in on_before_batch_transfer
+            rows = labelled.get(name)
+            if rows is None:
+                rows = torch.ones(len(targets), dtype=torch.bool, device=targets.device)
+            if rows.any():
+                task_loss = self.losses[name](logits[name][rows], targets[rows])
+                getattr(self, f"{stage}_metrics")[name].update(decided[name][1][rows], targets[rows].long())
+            else:  # no row of this batch is labelled for the task: it adds nothing, and the graph stays whole (DDP)
+                task_loss = logits[name].sum() * 0.0
+            loss = loss + self.weights[name] * task_loss
+            if self.collect_outputs and stage != "train":
+                self.outputs[f"{stage}_logits_{name}"].update(logits[name].detach().float())
+                self.outputs[f"{stage}_targets_{name}"].update(targets.float())
+                self.outputs[f"{stage}_labelled_{name}"].update(rows.float())
+            if self.multitask:
+                self.log(f"{stage}/{name}/loss", task_loss, on_step=False, on_epoch=True, batch_size=int(rows.sum()),
+                         sync_dist=stage != "train")
+            self.log_dict(getattr(self, f"{stage}_metrics")[name], on_step=False, on_epoch=True,
+                          prog_bar=stage != "train" and not self.multitask, batch_size=size)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size,
                  sync_dist=stage != "train")
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=size)
         return loss
 
     # ---- optimisation ----------------------------------------------------------------------------
@@ -372,16 +603,76 @@ ARGUMENTS = {
 }
 
 
-def check_arguments(arguments: Mapping[str, Any]) -> None:
+def check_arguments(arguments: Mapping[str, Any], task_key: str = "") -> None:
     """Raise HeadfitConfigError naming the config key of the first argument of ARGUMENTS that is of the wrong type
-    or out of range (`arguments`: the constructor's, by name)."""
+    or out of range (`arguments`: the constructor's, by name; `task_key`: "tasks.<name>." for one task's own
+    options, whose keys are then tasks.<name>.<argument>)."""
     for argument, (key, valid, wanted, example) in ARGUMENTS.items():
         value = arguments[argument]
+        if task_key and argument in TASK_OPTIONS:
+            key = task_key + argument
         if not valid(value):
             raise HeadfitConfigError(f"{key} must be {wanted}, got {value!r}", where=key,
                                      fix=f"e.g. {key}={example}" if key.startswith("ClassifierModule") else
                                      f"e.g. {key}={example} (from Python: ClassifierModule({argument}="
                                      f"{example.capitalize() if example == 'false' else example}))")
+
+
+def task_specs(arguments: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every task's options (TASK_OPTIONS), complete: `arguments["tasks"]` with the module's own loss and decision
+    arguments as defaults, or the one task the module's arguments describe. A task's head defaults to the head for
+    its kind (softmax for binary and multiclass, sigmoid for multilabel)."""
+    defaults = {key: arguments[key] for key in TASK_OPTIONS if key in arguments}
+    if not arguments["tasks"]:
+        if arguments["labels"] is None or arguments["kind"] is None:
+            raise HeadfitConfigError("a model needs its labels and kind, or tasks", where="ClassifierModule(labels=..., "
+                                     "kind=...)", fix="pass labels=[...] and kind=..., or tasks={name: {labels, kind}}")
+        return {SINGLE_TASK: {**defaults, "labels": label_names(arguments["labels"]), "head": head_config(
+            arguments["head"]), "weight": 1.0, "parent_of": None, "groups": None}}
+    tasks = _plain(arguments["tasks"])
+    if not isinstance(tasks, Mapping):
+        raise HeadfitConfigError(f"tasks must map task names to their options, got {tasks!r}", where="tasks",
+                                 fix="e.g. tasks={'topic': {'labels': [...], 'kind': 'multilabel'}}")
+    specs = {}
+    for name, given in tasks.items():
+        if not str(name).isidentifier() or not isinstance(given, Mapping):
+            raise HeadfitConfigError(f"a task needs a name of letters, digits and _ and a mapping of options, got "
+                                     f"{name!r}: {given!r}", where=f"tasks.{name}", fix="e.g. tasks.topic.kind=multilabel")
+        unknown = sorted(set(given) - set(TASK_OPTIONS))
+        if unknown:
+            raise HeadfitConfigError(f"task {name!r} has unknown option(s) {unknown}", where=f"tasks.{name}.{unknown[0]}",
+                                     fix=f"a task's options are {', '.join(TASK_OPTIONS)}")
+        spec = {**defaults, "head": None, "weight": 1.0, "parent_of": None, "groups": None,
+                **{key: value for key, value in given.items()}}
+        for key in ("labels", "kind"):
+            if spec.get(key) is None:
+                raise HeadfitConfigError(f"task {name!r} has no {key}", where=f"tasks.{name}.{key}",
+                                         fix="give its labels and kind (the data module's task_arguments() has them)")
+        if not _number(spec["weight"]) or spec["weight"] < 0:
+            raise HeadfitConfigError(f"tasks.{name}.weight must be a number >= 0, got {spec['weight']!r}",
+                                     where=f"tasks.{name}.weight", fix="e.g. 1.0 (its share of the summed loss)")
+        with _task_errors(str(name)):
+            spec["labels"] = label_names(spec["labels"])
+            spec["head"] = head_config(spec["head"] or SUGGESTED_HEAD.get(spec["kind"], "softmax"))
+        specs[str(name)] = spec
+    return specs
+
+
+@contextlib.contextmanager
+def _task_errors(name: str):
+    """A HeadfitError raised while building task `name` says which task, and names its key as tasks.<name>.<key>."""
+    try:
+        yield
+    except (HeadfitConfigError, HeadfitDataError) as error:
+        where = re.sub(r"\b(loss|decision|task)\.", f"tasks.{name}.", error.where or "")
+        where = re.sub(r"^head\b", f"tasks.{name}.head", where)
+        raise type(error)(f"task {name!r}: {error.problem}", where=where, fix=error.fix) from None
+
+
+def labelled_rows(output: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """A task's (logits, targets, labelled) -> the logits and targets of its labelled rows."""
+    logits, targets, labelled = output
+    return logits[labelled], targets[labelled]
 
 
 def label_names(labels: Sequence[str] | int) -> list[str]:
@@ -482,25 +773,6 @@ def check_scale_options(layer_decay: float, compile: bool) -> None:
     if compile and not torch.cuda.is_available() and not any(map(shutil.which, ("c++", "g++", "clang++"))):
         raise HeadfitConfigError("torch.compile on a CPU needs a C++ compiler, and none is on the PATH",
                                  where="model.compile", fix="install one (e.g. g++), or set model.compile=false")
-
-
-def initial_thresholds(task: Task, thresholds: str | float | Sequence[float] | None) -> Tensor:
-    """The thresholds buffer before tuning: a number, a list (one per label), or 0.5 ('tuned', None)."""
-    count = task.num_thresholds
-    if thresholds is None or (thresholds == "tuned" and count):
-        return torch.full((count,), 0.5)
-    if count == 0:
-        raise HeadfitConfigError(f"a multiclass task decides by argmax and takes no thresholds, got {thresholds!r}",
-                                 where="decision.thresholds", fix="set decision.thresholds=null")
-    if isinstance(thresholds, str):
-        raise HeadfitConfigError(f"unknown thresholds {thresholds!r}", where="decision.thresholds",
-                                 fix="use tuned, a number, or a list with one number per label")
-    values = torch.as_tensor([thresholds] * count if isinstance(thresholds, (int, float)) else thresholds,
-                             dtype=torch.float32).flatten()
-    if values.shape != (count,) or not ((values > 0) & (values < 1)).all():
-        raise HeadfitConfigError(f"thresholds must be {count} number(s) in (0, 1), got {thresholds!r}",
-                                 where="decision.thresholds", fix=f"give one threshold, or {count} (one per label)")
-    return values
 
 
 def head_config(head: str | type | Mapping[str, Any]) -> dict[str, Any]:

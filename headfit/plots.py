@@ -24,13 +24,13 @@ from headfit.task import Task  # noqa: E402
 
 
 def save_plots(task: Task, probabilities: Tensor, decisions: Tensor, targets: Tensor, report: list[dict],
-               directory: Path, split: str) -> list[Path]:
+               directory: Path, split: str, suffix: str = "") -> list[Path]:
     """Write this split's plots into `directory`; returns their paths."""
     if task.kind == "multilabel":
         figures = {"f1_per_label": _f1_bars(report, split), "pr_curves": _pr_curves(task, probabilities, targets, split)}
     else:
         figures = {"confusion_matrix": _confusion(task, decisions, targets, split)}
-    return [_save(figure, directory / f"{split}_{name}.png") for name, figure in figures.items()]
+    return [_save(figure, directory / f"{split}_{name}{suffix}.png") for name, figure in figures.items()]
 
 
 def save_reliability(task: Task, before: Tensor, after: Tensor, targets: Tensor, temperature: float,

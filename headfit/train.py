@@ -18,19 +18,18 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from headfit.checkpoint import atomic_save, keep_earlier_metrics, resolve_ckpt_path
+from headfit.checkpoint import keep_earlier_metrics, resolve_ckpt_path
 from headfit.configs import config_dir
 from headfit.distributed import end_ranks, launch_ranks_on_this_job
 from headfit.encoder import check_max_length, encoder_config
-from headfit.errors import HeadfitConfigError, HeadfitOutputError, chain, explain
+from headfit.errors import HeadfitConfigError, chain, explain
 from headfit.evaluation import evaluate
 from headfit.lightning_compat import check_lightning
 from headfit.loggers import log_run_files
@@ -58,6 +57,11 @@ def _train(cfg: DictConfig) -> float | None:
     if cfg.optimized_mode not in ("max", "min"):
         raise HeadfitConfigError(f"optimized_mode must be max or min, got {cfg.optimized_mode!r}",
                                  where="optimized_mode", fix="max for scores such as val/macro_f1, min for val/loss")
+    if len(cfg.get("tasks") or {}) > 1 and cfg.optimized_metric == "val/macro_f1":  # a metric of one task only
+        with open_dict(cfg):
+            cfg.optimized_metric = "val/mean_macro_f1"
+        log.info("optimized_metric: val/mean_macro_f1 (the mean over the %d tasks' macro-F1; name one task's with "
+                 "optimized_metric=val/<task>/macro_f1)", len(cfg.tasks))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP ranks 1.. run train() too, and write nothing (headfit/distributed.py)
@@ -70,12 +74,12 @@ def _train(cfg: DictConfig) -> float | None:
     if ckpt_path and "://" not in ckpt_path:
         read_checkpoint(ckpt_path)  # a broken or unsafe file stops here, not after the data is read
 
-    datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task)
+    datamodule = instantiate(cfg.data, tokenizer=cfg.encoder.name_or_path, **cfg.task,
+                             **({"tasks": data_options(cfg.tasks)} if cfg.get("tasks") else {}))
     datamodule.setup("fit")
     model = ClassifierModule(
-        encoder=cfg.encoder.name_or_path, labels=datamodule.labels, kind=datamodule.kind, head=cfg.head,
-        label_counts=datamodule.label_counts,
-        num_train_rows=datamodule.num_train_rows, **cfg.loss, **cfg.decision, **cfg.optim, **cfg.model,
+        encoder=cfg.encoder.name_or_path, **task_arguments(cfg, datamodule), **cfg.loss, **decision_options(cfg),
+        **cfg.optim, **cfg.model,
         **{argument: cfg.encoder[key] for key, argument in ENCODER_OPTIONS.items() if key in cfg.encoder},
     )
     check_shapes(model, next(iter(datamodule.train_dataloader())))
@@ -92,19 +96,13 @@ def _train(cfg: DictConfig) -> float | None:
     reports = output_dir if trainer.is_global_zero else None
     # Validate the best checkpoint (else the last weights), gathering its outputs from every rank; fit the
     # decisions (thresholds, temperature) on them and save them into the checkpoint; then test with them.
-    model.collect_outputs = True
-    results["val"] = trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
-    val_logits, val_targets = model.collected("val")
-    results["decisions"] = model.fit_decisions(val_logits, val_targets)
-    results["val"].update(model.threshold_comparison(val_logits, val_targets, "val"))
+    results["val"], results["decisions"], val_outputs = model.validate_and_fit_decisions(trainer, datamodule, best)
     if best and trainer.is_global_zero:
-        save_decisions(model, best)
-    results["val_report"] = evaluate(model, val_logits, val_targets, "val", reports)
+        model.save_decisions(best)
+    results["val_report"] = evaluate(model, val_outputs, "val", reports)
     if datamodule.test_dataloader():
-        results["test"] = trainer.test(model, datamodule=datamodule)[0]
-        test_logits, test_targets = model.collected("test")
-        results["test"].update(model.threshold_comparison(test_logits, test_targets, "test"))
-        results["test_report"] = evaluate(model, test_logits, test_targets, "test", reports)
+        results["test"], test_outputs = model.test_with_decisions(trainer, datamodule)
+        results["test_report"] = evaluate(model, test_outputs, "test", reports)
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         log_run_files(loggers, cfg, output_dir)
@@ -133,8 +131,8 @@ def check_monitor(metric: str, model: ClassifierModule) -> None:
     per-step values (`_step`) are not what a checkpoint callback sees."""
     valid = [name for name in model.logged_metrics() if not name.startswith("test/") and not name.endswith("_step")]
     if metric not in valid:
-        raise HeadfitConfigError(f"optimized_metric={metric} is not a metric this {model.task.kind} task logs "
-                                 f"while training", where="optimized_metric (also the checkpoint's monitor)",
+        what = f"{model.task.kind} task" if not model.multitask else f"model with tasks {list(model.tasks)}"
+        raise HeadfitConfigError(f"optimized_metric={metric} is not a metric this {what} logs while training", where="optimized_metric (also the checkpoint's monitor)",
                                  fix=f"use one of {', '.join(valid)}")
 
 
@@ -162,20 +160,34 @@ def build_trainer(options: DictConfig, **arguments) -> pl.Trainer:
                 "a key the config does not list is added with +trainer.<key>=") from None
 
 
-def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
-    """Write the fitted thresholds and temperature into the checkpoint, leaving the rest of it (optimizer,
-    epoch: what a resume needs) as it was. Written to a temporary file and renamed: never half-written."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state["state_dict"]["thresholds"] = model.thresholds.detach().cpu()
-    state["state_dict"]["temperature"] = model.temperature.detach().cpu()
-    try:
-        atomic_save(state, checkpoint)
-    except HeadfitOutputError as error:
-        raise HeadfitOutputError(
-            f"the fitted decisions (thresholds, temperature) could not be written into {checkpoint}: "
-            f"{error.problem.split(': ', 1)[-1]}", where=error.where,
-            fix=f"{error.fix}; {checkpoint} still holds the trained weights, with the decisions it had before") \
-            from error
+# tasks.<name>.<key>: the keys the data module reads (the rest are the model's: head, weight, loss and decision keys)
+DATA_KEYS = ("label_column", "label_columns", "label_delimiter", "labels_file", "kind", "labels", "num_labels",
+             "missing", "parent_of", "groups")
+
+
+def data_options(tasks: DictConfig) -> dict[str, dict]:
+    """Each task's data keys (DATA_KEYS), for the data module."""
+    return {name: {key: value for key, value in (options or {}).items() if key in DATA_KEYS}
+            for name, options in OmegaConf.to_container(tasks, resolve=True).items()}
+
+
+def task_arguments(cfg: DictConfig, datamodule) -> dict:
+    """The model's task arguments: one task's labels, kind, head and label counts; or with `tasks`, each task's
+    (what the data decided: labels, kind, counts, groups; and its model keys from the config)."""
+    if not cfg.get("tasks"):
+        return {"labels": datamodule.labels, "kind": datamodule.kind, "head": cfg.head,
+                "label_counts": datamodule.label_counts, "num_train_rows": datamodule.num_train_rows}
+    given = OmegaConf.to_container(cfg.tasks, resolve=True)
+    decided = datamodule.task_arguments()
+    return {"tasks": {name: {**decided[name], **{key: value for key, value in (given[name] or {}).items()
+                                                 if key not in DATA_KEYS}}
+                      for name in given}}
+
+
+def decision_options(cfg: DictConfig) -> dict:
+    """decision.* as the model's arguments (decision.hierarchy is `hierarchy`)."""
+    options = OmegaConf.to_container(cfg.decision, resolve=True)
+    return {"hierarchy": options.pop("hierarchy", "consistent"), **options}
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")

@@ -1,0 +1,175 @@
+"""Several heads on one encoder: per-task losses, metrics, decisions and hierarchies, from plain batches."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer
+
+from headfit import ClassifierModule, HeadfitConfigError
+from headfit.hierarchy import Hierarchy
+from headfit.shape_check import check_shapes
+from headfit.task import Task
+
+TEXTS = ["the movie was good", "an awful plot", "this film is great", "bad and very bad"] * 4
+TOPICS = ["food", "sports", "weather"]
+SENTIMENT = {"labels": ["neg", "pos"], "kind": "binary", "head": "softmax"}
+TOPIC = {"labels": TOPICS, "kind": "multilabel", "head": "sigmoid", "min_positives": 1}
+
+
+def module(tiny_encoder, **options):
+    tasks = options.pop("tasks", {"sentiment": SENTIMENT, "topic": TOPIC})
+    return ClassifierModule(encoder=tiny_encoder, tasks=tasks, lr=1e-3, **options)
+
+
+def batches(tiny_encoder, labelled_sentiment=True):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    out = []
+    for start in range(0, len(TEXTS), 4):
+        texts = TEXTS[start:start + 4]
+        batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
+        batch["labels"] = {"sentiment": torch.tensor([1, 0, 1, 0]),
+                           "topic": torch.tensor([[1., 0, 0], [0, 1, 0], [1, 0, 1], [0, 0, 0]])}
+        batch["labelled"] = {"sentiment": torch.tensor([labelled_sentiment] * 4),
+                             "topic": torch.tensor([True, True, True, False])}
+        out.append(batch)
+    return out
+
+
+def trainer(**options):
+    return pl.Trainer(**{"max_steps": 4, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                         "enable_model_summary": False, "accelerator": "cpu", "devices": 1, **options})
+
+
+def test_two_tasks_of_different_kinds_train_log_per_task_and_reload(tmp_path, tiny_encoder):
+    model = module(tiny_encoder)
+    assert model.multitask and set(model.heads) == {"sentiment", "topic"}
+    assert model.heads["sentiment"](torch.zeros(2, 3, 32), torch.ones(2, 3), None).shape == (2, 2)
+    assert model.heads["topic"](torch.zeros(2, 3, 32), torch.ones(2, 3), None).shape == (2, 3)
+    check_shapes(model, batches(tiny_encoder)[0])
+    fit = trainer()
+    fit.fit(model, DataLoader(batches(tiny_encoder), batch_size=None), DataLoader(batches(tiny_encoder), batch_size=None))
+    logged = set(fit.callback_metrics)
+    assert {"val/loss", "val/sentiment/loss", "val/topic/loss", "val/sentiment/accuracy", "val/topic/micro_f1",
+            "val/mean_macro_f1"} <= logged
+    expected = (fit.callback_metrics["val/sentiment/macro_f1"] + fit.callback_metrics["val/topic/macro_f1"]) / 2
+    assert float(fit.callback_metrics["val/mean_macro_f1"]) == pytest.approx(float(expected))
+    assert "val/mean_macro_f1" in model.logged_metrics()
+    model.decisions["topic"].thresholds.fill_(0.3)
+    path = tmp_path / "m.ckpt"
+    fit.save_checkpoint(path)
+    loaded = ClassifierModule.load_from_checkpoint(path)
+    assert loaded.tasks == model.tasks and loaded.decisions["topic"].thresholds.tolist() == pytest.approx([0.3] * 3)
+    inputs = {k: batches(tiny_encoder)[0][k] for k in ("input_ids", "attention_mask")}
+    for name, logits in model.eval()(**inputs).items():
+        assert torch.allclose(logits, loaded(**inputs)[name], atol=1e-6)
+    with pytest.raises(HeadfitConfigError, match="several tasks"):
+        loaded.task  # noqa: B018 (a one-task name on a model with two)
+
+
+def test_a_batch_without_a_labelled_row_for_a_task_adds_nothing_and_is_finite(tiny_encoder):
+    model = module(tiny_encoder)
+    batch = batches(tiny_encoder, labelled_sentiment=False)[0]
+    loss = model._step(model.on_before_batch_transfer(batch, 0), "val")
+    assert torch.isfinite(loss)
+    assert not model.val_metrics["sentiment"]["accuracy"].update_called  # no row counted for sentiment
+    assert int(model.val_metrics["topic"]["micro_f1"].tp.sum() + model.val_metrics["topic"]["micro_f1"].fn.sum()) \
+        == 4  # the 4 positives of its 3 labelled rows; the unlabelled 4th row adds none
+    loss.backward()  # the graph is whole: DDP sees every head's parameters used
+
+
+def test_outputs_keep_only_labelled_rows_for_tuning(tiny_encoder):
+    model = module(tiny_encoder)
+    model.collect_outputs = True
+    for batch in batches(tiny_encoder):
+        model._step(model.on_before_batch_transfer(batch, 0), "val")
+    outputs = model.collected("val")
+    assert outputs["topic"][2].tolist() == [True, True, True, False] * 4
+    summary = model.fit_decisions(outputs)
+    assert set(summary) == {"sentiment", "topic"} and all(row["positives"] <= 8 for row in summary["topic"]["labels"])
+
+
+def test_task_options_default_to_the_module_s_and_errors_name_the_task(tiny_encoder):
+    model = module(tiny_encoder, class_weights=None, tasks={
+        "sentiment": {**SENTIMENT, "class_weights": [1.0, 3.0], "weight": 2.0}, "topic": TOPIC})
+    assert model.losses["sentiment"].weight.tolist() == [1.0, 3.0] and model.weights == {"sentiment": 2.0, "topic": 1.0}
+    with pytest.raises(HeadfitConfigError, match="task 'topic'") as error:
+        module(tiny_encoder, tasks={"sentiment": SENTIMENT, "topic": {**TOPIC, "head": "softmax"}})
+    assert "tasks.topic" in error.value.where
+    with pytest.raises(HeadfitConfigError, match="unknown option") as error:
+        module(tiny_encoder, tasks={"sentiment": {**SENTIMENT, "colour": 1}})
+    assert error.value.where == "tasks.sentiment.colour"
+    with pytest.raises(HeadfitConfigError) as error:
+        module(tiny_encoder, tasks={"sentiment": {**SENTIMENT, "min_positives": -1}})
+    assert error.value.where == "tasks.sentiment.min_positives"
+
+
+FINE = ["joy", "love", "anger", "neutral"]
+GROUPS = {"positive": ["joy", "love"], "negative": ["anger"], "neutral": ["neutral"]}
+
+
+def hierarchy(child_kind="multilabel", parent_kind="multilabel"):
+    child = Task(child_kind, tuple(FINE), "sigmoid" if child_kind == "multilabel" else "softmax")
+    parent = Task(parent_kind, tuple(GROUPS), "sigmoid" if parent_kind == "multilabel" else "softmax")
+    return Hierarchy.from_groups("fine", child, "coarse", parent, GROUPS)
+
+
+def test_consistent_decoding_never_leaves_a_child_without_its_parent():
+    generator = torch.Generator().manual_seed(0)
+    for child_kind, parent_kind in [("multilabel", "multilabel"), ("multilabel", "multiclass"),
+                                    ("multiclass", "multiclass"), ("multiclass", "multilabel")]:
+        link = hierarchy(child_kind, parent_kind)
+        for _ in range(20):
+            child_p, parent_p = torch.rand(16, 4, generator=generator), torch.rand(16, 3, generator=generator)
+            child = child_p > 0.5 if child_kind == "multilabel" else \
+                torch.nn.functional.one_hot(child_p.argmax(1), 4).bool()
+            parent = parent_p > 0.5 if parent_kind == "multilabel" else \
+                torch.nn.functional.one_hot(parent_p.argmax(1), 3).bool()
+            fixed_child, fixed_parent = link.make_consistent(child, parent, child_p, parent_p,
+                                                             parent_kind != "multilabel")
+            assert link.inconsistent(fixed_child, fixed_parent) == 0
+            if parent_kind != "multilabel":
+                assert (fixed_parent.sum(1) == 1).all()
+            if child_kind != "multilabel":
+                assert torch.equal(fixed_child, child)  # a single-label child decides; its parent follows
+
+
+def test_independent_decoding_counts_what_consistent_removes():
+    link = hierarchy()
+    child = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)  # joy + anger; neutral
+    parent = torch.tensor([[1, 0, 0], [1, 0, 0]], dtype=torch.bool)  # positive; positive
+    assert link.inconsistent(child, parent) == 2  # anger without negative, neutral without neutral
+    fixed_child, fixed_parent = link.make_consistent(child, parent, child.float(), parent.float(), False)
+    assert fixed_parent.tolist() == [[True, True, False], [True, False, True]] and torch.equal(fixed_child, child)
+
+
+def test_the_module_decides_consistently_unless_told_otherwise(tiny_encoder):
+    tasks = {"fine": {"labels": FINE, "kind": "multilabel", "head": "sigmoid"},
+             "coarse": {"labels": list(GROUPS), "kind": "multilabel", "head": "sigmoid", "parent_of": "fine",
+                        "groups": GROUPS}}
+    model = module(tiny_encoder, tasks=tasks)
+    logits = {"fine": torch.tensor([[3., -3, 3, -3]]), "coarse": torch.tensor([[3., -3, -3]])}
+    assert model.decide_all(logits)["coarse"][1].tolist() == [[1, 1, 0]]
+    assert model.decide_all(logits, "independent")["coarse"][1].tolist() == [[1, 0, 0]]
+    assert model.inconsistencies(logits) == {"fine -> coarse": 1}
+    assert model.inconsistencies(logits, "consistent") == {"fine -> coarse": 0}
+    with pytest.raises(HeadfitConfigError, match="'cheerful'"):
+        module(tiny_encoder, tasks={**tasks, "coarse": {**tasks["coarse"], "groups": {"positive": ["cheerful"]}}})
+
+
+def test_a_checkpoint_saved_before_several_heads_still_loads(tmp_path, tiny_encoder):
+    model = ClassifierModule(encoder=tiny_encoder, labels=TOPICS, kind="multilabel", head="sigmoid")
+    model.thresholds.fill_(0.25)
+    fit = trainer(max_steps=0)
+    fit.strategy.connect(model)
+    fit.save_checkpoint(tmp_path / "m.ckpt")
+    state = torch.load(tmp_path / "m.ckpt", weights_only=True)
+    for key in list(state["state_dict"]):  # the layout of headfit's earlier checkpoints
+        for new, old in [("heads.label.", "head."), ("losses.label.", "loss_fn."), ("decisions.label.", "")]:
+            if key.startswith(new):
+                state["state_dict"][old + key[len(new):]] = state["state_dict"].pop(key)
+    torch.save(state, tmp_path / "old.ckpt")
+    assert "thresholds" in state["state_dict"] and "head.classifier.1.weight" in state["state_dict"]
+    loaded = ClassifierModule.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.thresholds.tolist() == [0.25] * 3
+    assert torch.equal(loaded.head.classifier[1].weight, model.head.classifier[1].weight)
