@@ -45,7 +45,7 @@ class Decisions(nn.Module):
         super().__init__()
         self.task, self.name, self.calibrate = task, name, calibrate
         self.guards = {"min_positives": min_positives, "min_auroc": min_auroc, "max_rate_ratio": max_rate_ratio}
-        wanted = thresholds or ("tuned" if task.kind == "multilabel" else None)
+        wanted = thresholds or task.default_thresholds
         self.tunes_thresholds = wanted == "tuned" and task.num_thresholds > 0
         self.register_buffer("thresholds", initial_thresholds(task, thresholds, f"tasks.{name}.thresholds" if name
                                                              else "decision.thresholds"))
@@ -237,10 +237,8 @@ def threshold_metrics(task: Task, probabilities: Tensor, targets: Tensor, thresh
 
 
 def positive_scores(task: Task, probabilities: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """The columns thresholds act on: every label for multilabel, the positive label for binary."""
-    if task.kind == "multilabel":
-        return probabilities, targets
-    return probabilities[:, 1:].contiguous(), targets.long().unsqueeze(-1)
+    """The columns thresholds act on (Task.positive_scores)."""
+    return task.positive_scores(probabilities, targets)
 
 
 def fit_temperature(task: Task, logits: Tensor, targets: Tensor) -> float:

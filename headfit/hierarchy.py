@@ -76,18 +76,6 @@ class Hierarchy:
         return child, parent
 
 
-def multi_hot(task: Task, decisions: Tensor) -> Tensor:
-    """A task's decisions as multi-hot (B, num_labels): label ids become one-hot rows."""
-    if task.kind == "multilabel":
-        return decisions.bool()
-    return torch.nn.functional.one_hot(decisions.long(), task.num_labels).bool()
-
-
-def from_multi_hot(task: Task, hot: Tensor) -> Tensor:
-    """Back to the task's decision layout: label ids (B,) for single-label tasks, multi-hot int for multilabel."""
-    return hot.long() if task.kind == "multilabel" else hot.long().argmax(1)
-
-
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise HeadfitConfigError(f"decision.hierarchy must be consistent or independent, got {mode!r}",

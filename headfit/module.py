@@ -42,7 +42,7 @@ from headfit.encoder import (check_max_length, enable_gradient_checkpointing, fr
 from headfit.errors import (HeadfitConfigError, HeadfitDataError, HeadfitOutputError,
                             unreadable_checkpoint, unsafe_globals)
 from headfit.heads import Head
-from headfit.hierarchy import Hierarchy, check_mode, from_multi_hot, multi_hot
+from headfit.hierarchy import Hierarchy, check_mode
 from headfit.task import SUGGESTED_HEAD, Task
 
 log = logging.getLogger(__name__)
@@ -399,21 +399,20 @@ class ClassifierModule(pl.LightningModule):
         decided = {name: self.decisions[name].decide(logits[name]) for name in self.tasks}
         if (hierarchy or self.hparams.hierarchy) != "consistent" or not self.hierarchies:
             return decided
-        hot = {name: multi_hot(self.tasks[name], decisions) for name, (_, decisions) in decided.items()}
+        hot = {name: self.tasks[name].multi_hot(decisions) for name, (_, decisions) in decided.items()}
         for link in self.hierarchies:
-            parent_task = self.tasks[link.parent]
             hot[link.child], hot[link.parent] = link.make_consistent(
                 hot[link.child], hot[link.parent], decided[link.child][0], decided[link.parent][0],
-                parent_single_label=parent_task.kind != "multilabel")
-        return {name: (decided[name][0], from_multi_hot(self.tasks[name], hot[name])) for name in self.tasks}
+                parent_single_label=self.tasks[link.parent].single_label)
+        return {name: (decided[name][0], self.tasks[name].from_multi_hot(hot[name])) for name in self.tasks}
 
     def inconsistencies(self, logits: Mapping[str, Tensor], hierarchy: str = "independent") -> dict[str, int]:
         """Per parent -> child link ("<child> -> <parent>"), how many (row, child label) decisions lack their parent
         label when deciding with `hierarchy`."""
         decided = self.decide_all(logits, hierarchy)
         return {f"{link.child} -> {link.parent}": link.inconsistent(
-            multi_hot(self.tasks[link.child], decided[link.child][1]),
-            multi_hot(self.tasks[link.parent], decided[link.parent][1])) for link in self.hierarchies}
+            self.tasks[link.child].multi_hot(decided[link.child][1]),
+            self.tasks[link.parent].multi_hot(decided[link.parent][1])) for link in self.hierarchies}
 
     def collected(self, stage: str) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
         """{task: (logits, targets, labelled)} gathered (from every rank) while `collect_outputs` was set, every

@@ -352,6 +352,37 @@ class Task:
         return (probabilities >= thresholds).long()
 
     @property
+    def single_label(self) -> bool:
+        """One label per row (binary, multiclass), or any number of them (multilabel)."""
+        return self.kind != "multilabel"
+
+    @property
+    def decision_key(self) -> str:
+        """What a prediction calls its decision: "label" (one per row) or "labels" (a list)."""
+        return "label" if self.single_label else "labels"
+
+    @property
+    def default_thresholds(self) -> str | None:
+        """decision.thresholds=null means: tuned on validation for multilabel, 0.5 for binary, none for multiclass."""
+        return None if self.single_label else "tuned"
+
+    def positive_scores(self, probabilities: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """The columns thresholds act on, with their 0/1 truth: every label (multilabel), labels[1] (binary)."""
+        if not self.single_label:
+            return probabilities, targets
+        return probabilities[:, 1:].contiguous(), targets.long().unsqueeze(-1)
+
+    def multi_hot(self, decisions: Tensor) -> Tensor:
+        """Decisions from `predict` as multi-hot bool (B, num_labels): label ids become one-hot rows."""
+        if not self.single_label:
+            return decisions.bool()
+        return torch.nn.functional.one_hot(decisions.long(), self.num_labels).bool()
+
+    def from_multi_hot(self, hot: Tensor) -> Tensor:
+        """Multi-hot (B, num_labels) back to `predict`'s layout (label ids for single-label tasks)."""
+        return hot.long() if not self.single_label else hot.long().argmax(1)
+
+    @property
     def num_thresholds(self) -> int:
         """How many decision thresholds the task has: one per label (multilabel), one (binary), none."""
         return {"multilabel": self.num_labels, "binary": 1, "multiclass": 0}[self.kind]
