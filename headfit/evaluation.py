@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from matplotlib.image import imread
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
@@ -20,7 +21,7 @@ from torchmetrics.functional.classification import (
     multilabel_auroc, multilabel_average_precision, multilabel_f1_score, multilabel_precision, multilabel_recall,
 )
 
-from headfit.plots import plt, save_plots, save_reliability
+from headfit.plots import save_plots, save_reliability
 from headfit.task import Task
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def _report_task(module, task: Task, name: str, split: str, logits: Tensor, prob
         for logger in _loggers(module):
             if isinstance(logger, TensorBoardLogger):
                 for path in paths:
-                    logger.experiment.add_image(f"plots/{path.stem}", plt.imread(path), dataformats="HWC")
+                    logger.experiment.add_image(f"plots/{path.stem}", imread(path), dataformats="HWC")
     return {row["label"]: {k: v for k, v in row.items() if k != "label"} for row in rows[-3:]}
 
 

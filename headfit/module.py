@@ -47,9 +47,6 @@ from headfit.task import SUGGESTED_HEAD, Task
 
 log = logging.getLogger(__name__)
 
-# The labels are checked in on_before_batch_transfer on purpose; Lightning warns whenever a module overrides it.
-warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
-
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 # {"labels", "kind"} (one task) or {"tasks": {name: {"labels", "kind"}}}, ["tokenizer": {file name: bytes},
 # "max_length"] in every checkpoint

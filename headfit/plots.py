@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchmetrics.functional.classification import multiclass_confusion_matrix, multilabel_precision_recall_curve
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torchmetrics.functional.classification import (  # noqa: E402
-    multiclass_confusion_matrix, multilabel_precision_recall_curve,
-)
+from headfit.decision import positive_scores
+from headfit.task import Task
 
-from headfit.decision import positive_scores  # noqa: E402
-from headfit.task import Task  # noqa: E402
+
+def _figure(figsize: tuple[float, float]):
+    """A figure and its axes, outside pyplot: no backend is chosen and no global state changes, so a notebook's
+    own plots are untouched (a Figure writes PNG files with matplotlib's Agg renderer by itself)."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots()
 
 
 def save_plots(task: Task, probabilities: Tensor, decisions: Tensor, targets: Tensor, report: list[dict],
@@ -36,7 +38,7 @@ def save_plots(task: Task, probabilities: Tensor, decisions: Tensor, targets: Te
 def save_reliability(task: Task, before: Tensor, after: Tensor, targets: Tensor, temperature: float,
                      path: Path, bins: int = 10) -> Path:
     """Reliability diagram of validation probabilities before and after temperature scaling."""
-    figure, axis = plt.subplots(figsize=(5, 5))
+    figure, axis = _figure((5, 5))
     axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfectly calibrated")
     for probabilities, name in ((before, "before"), (after, f"after (T={temperature:.2f})")):
         confidence, correct = _confidence(task, probabilities, targets)
@@ -62,7 +64,7 @@ def _confidence(task: Task, probabilities: Tensor, targets: Tensor) -> tuple[Ten
 def _confusion(task: Task, decisions: Tensor, targets: Tensor, split: str):
     matrix = multiclass_confusion_matrix(decisions, targets.long(), task.num_labels, normalize="true").cpu().numpy()
     size = max(4.0, 0.5 * task.num_labels + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
+    figure, axis = _figure((size, size))
     image = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     ticks = range(task.num_labels)
     axis.set_xticks(ticks, task.labels, rotation=45, ha="right")
@@ -79,7 +81,7 @@ def _confusion(task: Task, decisions: Tensor, targets: Tensor, split: str):
 
 def _f1_bars(report: list[dict], split: str):
     rows = [row for row in report if row["label"] not in ("macro", "micro", "weighted")]
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 2), 4))
+    figure, axis = _figure((max(6.0, 0.35 * len(rows) + 2), 4))
     axis.bar(range(len(rows)), [row["f1"] or 0.0 for row in rows])
     axis.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=60, ha="right")
     macro = next(row["f1"] for row in report if row["label"] == "macro")
@@ -92,7 +94,7 @@ def _f1_bars(report: list[dict], split: str):
 def _pr_curves(task: Task, probabilities: Tensor, targets: Tensor, split: str):
     precision, recall, _ = multilabel_precision_recall_curve(probabilities, targets.long(), task.num_labels,
                                                              thresholds=100)
-    figure, axis = plt.subplots(figsize=(7, 6))
+    figure, axis = _figure((7, 6))
     for i, name in enumerate(task.labels):
         axis.plot(recall[i].cpu().numpy(), precision[i].cpu().numpy(), linewidth=1, label=name)
     axis.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"{split}: precision-recall")
@@ -103,5 +105,4 @@ def _pr_curves(task: Task, probabilities: Tensor, targets: Tensor, split: str):
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path

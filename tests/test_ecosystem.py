@@ -106,3 +106,29 @@ def test_a_lightning_outside_the_supported_range_stops_naming_it(monkeypatch, ve
     monkeypatch.setattr(pl, "__version__", version)
     with pytest.raises(HeadfitConfigError, match=r">= 2.5, < 3; .* is installed"):
         check_lightning()
+
+
+def test_importing_headfit_and_writing_plots_leaves_the_process_as_it_was(tmp_path):
+    """A notebook's matplotlib backend and warning filters are its own: headfit changes neither, at import or when
+    it writes its plots."""
+    import subprocess
+    import sys
+
+    script = """
+import warnings, matplotlib, torch, transformers, pytorch_lightning, datasets, torchmetrics, hydra
+before = list(warnings.filters)
+import headfit, headfit.train, headfit.predict, headfit.export, headfit.evaluation, headfit.module
+from pathlib import Path
+from headfit.plots import save_plots
+from headfit.task import Task
+task = Task("multiclass", ("a", "b", "c"))
+rows = [{"label": n, "f1": 0.5} for n in ("a", "b", "c", "macro", "micro", "weighted")]
+paths = save_plots(task, torch.full((4, 3), 1 / 3), torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 1, 2]), rows,
+                   Path(%r), "val")
+assert all(path.stat().st_size > 0 for path in paths)
+print([f for f in warnings.filters if f not in before], matplotlib.get_backend())
+""" % str(tmp_path)
+    env = {**__import__("os").environ, "MPLBACKEND": "svg"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[] svg"
