@@ -132,3 +132,18 @@ print([f for f in warnings.filters if f not in before], matplotlib.get_backend()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[] svg"
+
+
+@pytest.mark.parametrize("flags", [["--help"], ["--help", "experiment=goemotions_hierarchy"], ["--cfg", "job"]])
+def test_headfit_train_answers_help_without_importing_torch(flags):
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.argv = ['headfit-train', *sys.argv[1:]]; from headfit.cli import train; train(); "
+              "print('heavy:', sorted(m for m in ('torch', 'pytorch_lightning', 'transformers', 'datasets') "
+              "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script, *flags], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "heavy: []"
+    assert ("== Configuration groups" in done.stdout) == (flags[0] == "--help")
+    assert "optimized_metric:" in done.stdout and ("emotion:" in done.stdout) == (len(flags) == 2 and "=" in flags[1])
