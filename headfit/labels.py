@@ -11,6 +11,7 @@ ids of a batch into the tensor the model's `Task.targets` takes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -37,6 +38,23 @@ class LabelError(ValueError):
     def __init__(self, message: str, reason: str = "unreadable label"):
         super().__init__(message)
         self.reason = reason
+
+
+def config_key(field: str, task: str | None = None) -> str:
+    """The config key of one of a task's data settings: `task.kind` or `data.labels_file` for the single task,
+    `tasks.<name>.kind` for one of several (the `tasks` mapping of conf/train.yaml)."""
+    if task is not None:
+        return f"tasks.{task}.{field}"
+    return f"task.{field}" if field in ("kind", "labels", "num_labels") else f"data.{field}"
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a raw label value holds no label: empty, null or NaN (what `parse` calls a "missing label")."""
+    try:
+        parse(value, None)
+    except LabelError as error:
+        return error.reason == "missing label"
+    return False
 
 
 def parse(value: Any, delimiter: str | None) -> tuple[list[Atom], bool]:
@@ -101,15 +119,17 @@ class LabelSpace:
     def infer(
         cls, values: Sequence[Any], where: Callable[[int], str], *, kind: str = "auto",
         labels: Sequence[str] | None = None, num_labels: int | None = None, delimiter: str | None = ",",
-        skip_unreadable: bool = False,
+        skip_unreadable: bool = False, task: str | None = None,
     ) -> LabelSpace:
         """Decide kind and label names from the training column `values`; `where(i)` locates row i.
 
         With `skip_unreadable`, rows whose label cannot be read are left out of the decision (the caller
-        skips and reports them) instead of stopping it.
+        skips and reports them) instead of stopping it. `task` names one of several tasks: messages then
+        name its keys (`tasks.<task>.kind`, ...) instead of `task.kind`, `data.label_column`.
         """
+        key = functools.partial(config_key, task=task)
         if kind not in (*KINDS, "auto"):
-            raise HeadfitConfigError(f"unknown task kind {kind!r}", where="task.kind",
+            raise HeadfitConfigError(f"unknown task kind {kind!r}", where=key("kind"),
                                      fix=f"use auto or one of {', '.join(KINDS)}")
         rows, positions = [], []  # parsed labels, and the position of each in `values`
         for i, value in enumerate(values):
@@ -119,27 +139,34 @@ class LabelSpace:
             except LabelError as error:
                 if skip_unreadable:
                     continue
-                raise HeadfitDataError(str(error), where=where(i),
-                                       fix="fix or remove the row (data.label_column names the column)") from None
+                fix = f"fix or remove the row ({key('label_column')} names the column)"
+                if task is not None and error.reason == "missing label":
+                    fix += f", or set {key('missing')}=ignore to keep it, unlabelled for {task}"
+                raise HeadfitDataError(f"tasks.{task}: {error}" if task is not None else str(error), where=where(i),
+                                       fix=fix) from None
+        if not rows and task is not None:
+            raise HeadfitDataError(f"no training row has a readable label for task {task}", where=key("label_column"),
+                                   fix=f"check that {key('label_column')} names the column of its labels")
         if not rows:
             raise HeadfitDataError("the training data has no rows", where=where(0) if values else "data.train_path",
                                    fix="point data.train_path at a file with labelled rows")
         located = lambda k: where(positions[k])  # noqa: E731 (row k of `rows` -> its place)
         if _vectors(rows):
-            space, evidence = cls._infer_vector(rows, located, kind, labels, skip_unreadable)
+            space, evidence = cls._infer_vector(rows, located, kind, labels, skip_unreadable, key)
         else:
-            space, evidence = cls._infer_atoms(rows, located, kind, labels, delimiter, skip_unreadable)
+            space, evidence = cls._infer_atoms(rows, located, kind, labels, delimiter, skip_unreadable, key)
         if num_labels is not None and int(num_labels) != len(space.labels):
-            given = "task.labels has" if labels is not None else "the data has"
+            given = f"{key('labels')} has" if labels is not None else "the data has"
             raise HeadfitConfigError(
-                f"task.num_labels={num_labels} but {given} {len(space.labels)} labels: {_short(space.labels)}",
-                where="task.num_labels", fix="remove task.num_labels (it is read from the data) or correct it",
+                f"{key('num_labels')}={num_labels} but {given} {len(space.labels)} labels: {_short(space.labels)}",
+                where=key("num_labels"), fix=f"remove {key('num_labels')} (it is read from the data) or correct it",
             )
-        log.info("task: %s with %d labels %s (%s)", space.kind, len(space.labels), _short(space.labels), evidence)
+        log.info("%s: %s with %d labels %s (%s)", "task" if task is None else f"tasks.{task}", space.kind,
+                 len(space.labels), _short(space.labels), evidence)
         return space
 
     @classmethod
-    def _infer_vector(cls, rows, where, kind, labels, skip_unreadable) -> tuple[LabelSpace, str]:
+    def _infer_vector(cls, rows, where, kind, labels, skip_unreadable, key) -> tuple[LabelSpace, str]:
         widths = Counter(len(atoms) for atoms, _ in rows)
         width = widths.most_common(1)[0][0]
         if len(widths) > 1:  # with skip, the rows of another width are skipped (and counted) as bad rows
@@ -152,7 +179,7 @@ class LabelSpace:
                     where=where(odd), fix="give every row one 0/1 entry per label, or set data.on_bad_row=skip")
             keep = [k for k, (atoms, _) in enumerate(rows) if len(atoms) == width]
             rows, where = [rows[k] for k in keep], (lambda k, located=where: located(keep[k]))
-        names = _given_names(labels, width, "columns in each label vector")
+        names = _given_names(labels, width, "columns in each label vector", key)
         ones = Counter(sum(atoms) for atoms, _ in rows)
         single = set(ones) == {1}
         if kind == "auto":
@@ -161,19 +188,19 @@ class LabelSpace:
                         f"labels are 0/1 vectors of width {width}; rows with 0/1/2+ ones: "
                         f"{ones.get(0, 0)}/{ones.get(1, 0)}/{sum(n for k, n in ones.items() if k > 1)}")
         else:
-            evidence = f"task.kind={kind}; labels are 0/1 vectors of width {width}"
+            evidence = f"{key('kind')}={kind}; labels are 0/1 vectors of width {width}"
         if kind != "multilabel" and not single:
             first = next(k for k, (atoms, _) in enumerate(rows) if sum(atoms) != 1)
             others = sum(n for k, n in ones.items() if k != 1)
             raise HeadfitDataError(
-                f"task.kind={kind} takes one label per row, but this label vector has {sum(rows[first][0])} ones "
+                f"{key('kind')}={kind} takes one label per row, but this label vector has {sum(rows[first][0])} ones "
                 f"({others} of {len(rows)} training rows have other than one)",
-                where=where(first), fix="use task.kind=multilabel (or auto) with head=sigmoid, or fix the row",
+                where=where(first), fix=f"use {key('kind')}=multilabel (or auto) with head=sigmoid, or fix the row",
             )
         return cls(kind, names, "vector"), evidence
 
     @classmethod
-    def _infer_atoms(cls, rows, where, kind, labels, delimiter, skip_unreadable) -> tuple[LabelSpace, str]:
+    def _infer_atoms(cls, rows, where, kind, labels, delimiter, skip_unreadable, key) -> tuple[LabelSpace, str]:
         several = [i for i, (atoms, _) in enumerate(rows) if len(atoms) != 1]
         if kind == "auto":
             if several:
@@ -185,17 +212,17 @@ class LabelSpace:
                 kind = "binary" if (len(labels) if labels is not None else distinct) == 2 else "multiclass"
                 evidence = f"one label per row, {distinct} distinct labels in training"
         else:
-            evidence = f"task.kind={kind}"
+            evidence = f"{key('kind')}={kind}"
             if kind != "multilabel" and several:
                 raise HeadfitDataError(
-                    f"task.kind={kind} takes one label per row, but this row has {len(rows[several[0]][0])}",
-                    where=where(several[0]), fix="use task.kind=multilabel head=sigmoid, or fix the row",
+                    f"{key('kind')}={kind} takes one label per row, but this row has {len(rows[several[0]][0])}",
+                    where=where(several[0]), fix=f"use {key('kind')}=multilabel head=sigmoid, or fix the row",
                 )
         atoms = {a for row, _ in rows for a in row}
         if labels is None:
-            _refuse_mixed(rows, where)
+            _refuse_mixed(rows, where, key)
         if labels is not None:
-            names = _given_names(labels, None, "")
+            names = _given_names(labels, None, "", key)
             by = "name" if all(str(a) in names for a in atoms) else "index"
         elif all(isinstance(a, int) for a in atoms) and atoms == set(range(len(atoms))):
             names, by = tuple(str(i) for i in range(len(atoms))), "index"
@@ -207,13 +234,14 @@ class LabelSpace:
         if kind == "binary" and len(names) != 2:
             detail = "" if labels is not None else " in the training data"
             raise HeadfitConfigError(
-                f"task.kind=binary needs exactly 2 labels, found {len(names)}{detail}: {_short(names)}",
-                where="task.kind", fix="use task.kind=multiclass (or auto), or list the 2 labels in task.labels",
+                f"{key('kind')}=binary needs exactly 2 labels, found {len(names)}{detail}: {_short(names)}",
+                where=key("kind"),
+                fix=f"use {key('kind')}=multiclass (or auto), or list the 2 labels in {key('labels')}",
             )
         if len(names) < 2 and kind != "multilabel":
             raise HeadfitDataError(
                 f"the training labels hold a single class {list(names)}: a classifier needs at least 2",
-                where="data.label_column", fix="check the label column, or list every label in task.labels",
+                where=key("label_column"), fix=f"check the label column, or list every label in {key('labels')}",
             )
         space = cls(kind, names, by, delimiter)
         for i, (row, _) in enumerate(rows):  # every training label must map; say which row does not
@@ -222,7 +250,7 @@ class LabelSpace:
             except LabelError as error:
                 if not skip_unreadable:
                     raise HeadfitDataError(str(error), where=where(i),
-                                           fix="list every label in task.labels, or fix the row") from None
+                                           fix=f"list every label in {key('labels')}, or fix the row") from None
         return space, evidence
 
     # ---- per row --------------------------------------------------------------------------------
@@ -295,7 +323,8 @@ def _vectors(rows: list[tuple[list[Atom], bool]]) -> bool:
     return (len(widths) == 1 and min(widths) >= 2) or any(len(set(atoms)) < len(atoms) for atoms, _ in rows)
 
 
-def _refuse_mixed(rows: list[tuple[list[Atom], bool]], where: Callable[[int], str]) -> None:
+def _refuse_mixed(rows: list[tuple[list[Atom], bool]], where: Callable[[int], str],
+                  key: Callable[[str], str] = config_key) -> None:
     """Indices and names in one column (1, 0, "pos", "neg") would become 4 labels; nothing says index 1 is
     "pos". Without task.labels that is a guess, so refuse it, naming a row of each."""
     first: dict[type, int] = {}
@@ -313,17 +342,18 @@ def _refuse_mixed(rows: list[tuple[list[Atom], bool]], where: Callable[[int], st
         f"{example(name, str)!r} at {where(name)} is a name; read as they are they would be different labels",
         where=where(max(index, name)),
         fix="write every label the same way (all names, or all indices 0..K-1), or give the names in id order with "
-            "task.labels=[...] or data.labels_file, so that index k means the k-th name")
+            f"{key('labels')}=[...] or {key('labels_file')}, so that index k means the k-th name")
 
 
-def _given_names(labels: Sequence[str] | None, width: int | None, what: str) -> tuple[str, ...]:
+def _given_names(labels: Sequence[str] | None, width: int | None, what: str,
+                 key: Callable[[str], str] = config_key) -> tuple[str, ...]:
     if labels is None:
         return tuple(str(i) for i in range(width))
     names = tuple(str(name) for name in labels)
     if width is not None and len(names) != width:
         raise HeadfitConfigError(
-            f"task.labels has {len(names)} names but the data has {width} {what}",
-            where="task.labels", fix="give one name per column, in column order",
+            f"{key('labels')} has {len(names)} names but the data has {width} {what}",
+            where=key("labels"), fix="give one name per column, in column order",
         )
     return names
 

@@ -4,6 +4,10 @@ A row is bad when its line cannot be read, its text is empty, or its label is mi
 one of the task's labels (in validation and test: a label that never occurs in training). Every split's
 accounting is logged: rows read = rows used + rows skipped, with the count per reason. Skipped rows are
 written with their reason to `skipped_rows.jsonl` in the run directory.
+
+With several tasks, each task's label is checked; a message names the task. A task with `missing: ignore`
+keeps a row whose label it lacks, unlabelled for it (`labelled.<task>` false); a row no task labels is bad
+("missing label").
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
 
 from headfit.data.sources import Source, column, select
+from headfit.data.tasks import TaskData, derivation_order
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.labels import LabelError, LabelSpace
 
@@ -32,18 +39,22 @@ FIXES = {
 }
 
 
-def check_rows(tokenized: Dataset, source: Source, space: LabelSpace, split: str, policy: str,
+def check_rows(tokenized: Dataset, source: Source, labels: LabelSpace | Sequence[TaskData], split: str, policy: str,
                report_dir: str | Path | None) -> Dataset:
-    """Map every row's label to ids and apply the bad-row policy; returns the rows to use."""
+    """Map every row's label to ids (`labels`: the one task's label space, or the tasks with theirs) and apply
+    the bad-row policy; returns the rows to use."""
     if policy not in POLICIES:
         raise HeadfitConfigError(f"unknown bad-row policy {policy!r}", where="data.on_bad_row",
                                  fix="use error (stop at the first bad row) or skip (skip, count and report them)")
-    checked = tokenized.map(_label_ids, batched=True, fn_kwargs={"space": space, "split": split},
+    tasks = derivation_order([TaskData(None, space=labels)] if isinstance(labels, LabelSpace) else labels)
+    checked = tokenized.map(_label_ids, batched=True, fn_kwargs={"tasks": tasks, "split": split},
                             desc=f"checking {split} labels")
     problems = column(checked, "problem")
     bad = [i for i, problem in enumerate(problems) if problem]
     if bad and policy == "error":
-        raise bad_row(problems[bad[0]], source, checked[bad[0]]["line"])
+        first = tokenized[bad[0]]  # checked again, to know which task's label is bad
+        _, problem, task = check_row(first["text"], first["label"], first["problem"], tasks, split)
+        raise bad_row(problem, source, first["line"], task)
     reasons = Counter(problems[i].split(": ", 1)[0] for i in bad)
     log.info("%s: %d rows read = %d used + %d skipped%s", split, len(checked), len(checked) - len(bad), len(bad),
              f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if bad else "")
@@ -67,12 +78,24 @@ def check_rows(tokenized: Dataset, source: Source, space: LabelSpace, split: str
     return select(checked, [i for i in range(len(checked)) if i not in skipped])
 
 
-def bad_row(problem: str, source: Source, line: int) -> HeadfitDataError:
-    """The error for one bad row (`problem` is `reason: message`) under data.on_bad_row=error."""
+def bad_row(problem: str, source: Source, line: int, task: TaskData | None = None) -> HeadfitDataError:
+    """The error for one bad row (`problem` is `reason: message`) under data.on_bad_row=error; `task` is the
+    task whose label is bad."""
     reason, message = problem.split(": ", 1)
-    bad_column = "text" if reason == "empty text" else None if reason == "unparsable line" else "label"
+    bad_column = {"empty text": "text", "unparsable line": None}.get(reason, task.column if task else None)
     return HeadfitDataError(message, where=source.where(line, bad_column),
-                            fix=f"{FIXES[reason]}; or set data.on_bad_row=skip to skip, count and report bad rows")
+                            fix=f"{_fix(reason, task)}; or set data.on_bad_row=skip to skip, count and report bad rows")
+
+
+def _fix(reason: str, task: TaskData | None) -> str:
+    if task is None or task.name is None:
+        return FIXES[reason]
+    if reason == "missing label":
+        return (f"give the row a {task.name} label, or set {task.key('missing')}=ignore to keep it, unlabelled for "
+                f"{task.name}")
+    if reason == "unknown label":
+        return f"list every label in {task.key('labels')} (or {task.key('labels_file')}), or fix the row"
+    return FIXES[reason]
 
 
 def first_unreadable(data: Dataset, source: Source) -> None:
@@ -90,18 +113,41 @@ def text_problem(text: str, problem: str = "") -> str:
     return problem
 
 
-def _label_ids(batch: dict[str, list], space: LabelSpace, split: str) -> dict[str, list]:
-    ids, problems = [], []
+def check_row(text: str, label: str, problem: str, tasks: Sequence[TaskData],
+              split: str) -> tuple[dict[str | None, tuple[int, ...] | None], str, TaskData | None]:
+    """One row (`tasks` in derivation order) -> its label ids per task (None: unlabelled for that task), its
+    problem (`reason: message`, or ""), and the task whose label is bad."""
+    problem = text_problem(text, problem)
+    if problem:
+        return {}, problem, None
+    raw, ids = json.loads(label), {}
+    for task in tasks:
+        if task.derived:
+            child = ids[task.parent_of]
+            ids[task.name] = None if child is None else task.derive(child)
+            continue
+        try:
+            ids[task.name] = task.space.ids(task.value(raw))
+        except LabelError as error:
+            if error.reason == "missing label" and task.missing == "ignore":
+                ids[task.name] = None
+                continue
+            unseen = " (it never occurs in the training data)" if split != "train" and error.reason == \
+                "unknown label" else ""
+            named = "" if task.name is None else f"tasks.{task.name}: "
+            return {}, f"{error.reason}: {named}{error}{unseen}", task
+    if all(row_ids is None for row_ids in ids.values()):
+        return {}, "missing label: no task has a label for this row (every task's label is missing)", None
+    return ids, "", None
+
+
+def _label_ids(batch: dict[str, list], tasks: Sequence[TaskData], split: str) -> dict[str, list[Any]]:
+    checked: dict[str, list[Any]] = {name: [] for task in tasks for name in [*task.row_columns, "problem"]}
     for text, label, problem in zip(batch["text"], batch["label"], batch["problem"]):
-        row_ids: tuple[int, ...] = ()
-        problem = text_problem(text, problem)
-        if not problem:
-            try:
-                row_ids = space.ids(json.loads(label))
-            except LabelError as error:
-                unseen = " (it never occurs in the training data)" if split != "train" and error.reason == \
-                    "unknown label" else ""
-                problem = f"{error.reason}: {error}{unseen}"
-        ids.append(list(row_ids))
-        problems.append(problem)
-    return {"label_ids": ids, "problem": problems}
+        ids, problem, _ = check_row(text, label, problem, tasks, split)
+        for task in tasks:
+            checked[task.ids_column].append(list(ids.get(task.name) or ()))
+            if task.labelled_column:
+                checked[task.labelled_column].append(ids.get(task.name) is not None)
+        checked["problem"].append(problem)
+    return checked

@@ -10,6 +10,10 @@
 Batches are `dict(input_ids, attention_mask, [token_type_ids], labels, index)`, padded to their longest
 row; training batches group rows of similar length (sampler.py), evaluation batches are sorted by length;
 `index` is each row's position in its split, so predictions can be put back in the input order.
+
+Several tasks (`tasks`, tasks.py): steps 3 and 4 run per task, each row gets `label_ids.<task>` and
+`labelled.<task>`, and batches carry `labels` and `labelled` as {task: tensor}. Without `tasks` the one task
+is unnamed and its rows and batches are as they always were (`label_ids`; `labels` a tensor).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import json
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +38,13 @@ from transformers import DataCollatorWithPadding
 from headfit.data import options
 from headfit.data.checks import check_rows, first_unreadable
 from headfit.data.sampler import LengthGroupedSampler
-from headfit.data.sources import Columns, Source, column, load_source, select
+from headfit.data.sources import Columns, Source, TaskColumns, column, load_source, select
 from headfit.data.split import random_subset, stratified_split
+from headfit.data.tasks import TaskData, derivation_order, read_tasks, with_groups
 from headfit.data.tokenize import report_lengths, tokenize
 from headfit.encoder import load_tokenizer
 from headfit.errors import HeadfitConfigError
-from headfit.labels import LabelSpace
+from headfit.labels import LabelSpace, is_missing
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         num_labels: int | None = None,
         encoding: str = "utf-8",
         max_record_lines: int = 100,
+        tasks: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         super().__init__()
         self.tokenizer_name = tokenizer
@@ -95,7 +102,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
                                                          ("val", val_text_column, val_label_column),
                                                          ("test", test_text_column, test_label_column)]
         }
-        self.header, self.label_delimiter, self.labels_file = header, label_delimiter, labels_file
+        self.label_column_overrides = {"data.val_label_column": val_label_column,
+                                       "data.test_label_column": test_label_column}
+        self.header, self.label_delimiter = header, label_delimiter
         self.hub_dataset, self.hub_config, self.encoding = hub_dataset, hub_config, encoding
         self.max_record_lines = max_record_lines
         self.on_bad_row, self.val_fraction, self.max_train_rows = on_bad_row, val_fraction, max_train_rows
@@ -103,9 +112,15 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.group_by_length, self.num_workers, self.pin_memory = group_by_length, num_workers, pin_memory
         self.seed, self.cache_dir, self.report_dir = seed, cache_dir, report_dir
-        self.task_options = {"kind": kind, "labels": None if labels is None else [str(n) for n in labels],
-                             "num_labels": num_labels}
-        self.label_space: LabelSpace | None = None
+        # The one task the top-level keys set; `tasks` (several, named: tasks.py) replaces it in setup().
+        self.single_task = TaskData(None, label_column=label_column, label_columns=label_columns,
+                                    label_delimiter=label_delimiter, labels_file=labels_file, kind=kind,
+                                    labels=None if labels is None else tuple(str(n) for n in labels),
+                                    num_labels=num_labels)
+        self.task_config = tasks
+        self.multitask = bool(tasks)
+        self.tasks: list[TaskData] = []  # after setup: each with its label space, in the order given
+        self.label_space: LabelSpace | None = None  # the single task's
         self.datasets: dict[str, Dataset] = {}
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches trained), from a checkpoint
         self.held_out = False  # validation is a share of train (data.val_fraction)
@@ -135,18 +150,43 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self._space()
         return len(self.datasets["train"])
 
+    def task_arguments(self) -> dict[str, dict[str, Any]] | None:
+        """Per task, what its head needs: labels, kind, label_counts (labelled training rows per label),
+        num_train_rows (labelled training rows), parent_of, and groups ({parent label: [child labels]}, resolved:
+        identity groups included; None without parent_of). None for the single task: see `labels`, `kind`,
+        `label_counts`, `num_train_rows`."""
+        if not self.multitask:
+            return None
+        tasks, train = self._ready(), self.datasets["train"]
+        return {task.name: {"labels": list(task.space.labels), "kind": task.space.kind,
+                            "label_counts": task.space.counts(column(train, task.ids_column)),
+                            "num_train_rows": sum(column(train, task.labelled_column)),
+                            "parent_of": task.parent_of,
+                            "groups": {parent: list(children) for parent, children in task.groups.items()}
+                            if task.parent_of else None}
+                for task in tasks}
+
     def _space(self) -> LabelSpace:
-        if self.label_space is None:
-            self.setup("fit")
+        self._ready()
+        if self.multitask:
+            raise HeadfitConfigError(f"the data has several tasks {[task.name for task in self.tasks]}, each with "
+                                     "its own labels", where="datamodule.labels / kind / label_counts / num_train_rows",
+                                     fix="use datamodule.task_arguments(): {task: {labels, kind, label_counts, ...}}")
         return self.label_space
+
+    def _ready(self) -> list[TaskData]:
+        if not self.tasks:
+            self.setup("fit")
+        return self.tasks
 
     # ---- reading --------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        if self.label_space is not None:  # Lightning calls setup per stage; the data is read once
+        if self.tasks:  # Lightning calls setup per stage; the data is read once
             return
         # Checked here rather than in __init__: Hydra would wrap an error raised while instantiating in its own.
         options.check(**self.options)
+        tasks = self._read_tasks()
         if not self.paths["train"]:
             raise HeadfitConfigError("no training data given", where="data.train_path",
                                      fix="set data.train_path=path/to/train.csv (CSV, TSV, JSONL, Parquet, or a "
@@ -156,7 +196,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
             (Path(report_dir) / "skipped_rows.jsonl").unlink(missing_ok=True)
         self.tokenizer = load_tokenizer(self.tokenizer_name)
         self.collator = DataCollatorWithPadding(self.tokenizer)
-        sources = {split: load_source(path, f"data.{split}_path", self.columns[split], header=self.header,
+        columns = self._columns(tasks)
+        sources = {split: load_source(path, f"data.{split}_path", columns[split], header=self.header,
                                       cache_dir=self.cache_dir, hub_dataset=self.hub_dataset,
                                       hub_config=self.hub_config, encoding=self.encoding,
                                       max_record_lines=self.max_record_lines)
@@ -165,10 +206,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
                   for split, source in sources.items()}
         if self.on_bad_row == "error":
             first_unreadable(tokens["train"], sources["train"])
-        self.label_space = self._infer_labels(sources["train"], tokens["train"])
+        self.tasks = self._infer_labels(tasks, sources["train"], tokens["train"])
+        self.label_space = None if self.multitask else self.tasks[0].space
         for split, source in sources.items():
-            self.datasets[split] = check_rows(tokens[split], source, self.label_space, split, self.on_bad_row,
-                                              report_dir)
+            self.datasets[split] = check_rows(tokens[split], source, self.tasks, split, self.on_bad_row, report_dir)
         if "val" not in sources:
             self._split_validation()
         if self.max_train_rows and self.max_train_rows < len(self.datasets["train"]):
@@ -177,36 +218,76 @@ class TextClassificationDataModule(pl.LightningDataModule):
             log.info("train: using a random %d of the rows (data.max_train_rows, seed %d)", len(keep), self.seed)
         self._report(sources)
 
-    def _infer_labels(self, source: Source, train: Dataset) -> LabelSpace:
-        readable = [(line, label) for line, label, problem in
+    def _read_tasks(self) -> list[TaskData]:
+        """The tasks: the `tasks` mapping checked, or the single task of the top-level keys."""
+        tasks = read_tasks(self.task_config, self.label_delimiter)
+        if not tasks:
+            return [self.single_task]
+        single = self.single_task
+        unused = [("data.label_columns", "label_columns", single.label_columns),
+                  ("data.labels_file", "labels_file", single.labels_file),
+                  ("task.kind", "kind", None if single.kind == "auto" else single.kind),
+                  ("task.labels", "labels", single.labels), ("task.num_labels", "num_labels", single.num_labels),
+                  *((key, "label_column", value) for key, value in self.label_column_overrides.items())]
+        for key, field, value in unused:  # not data.label_column: it has a default, and is ignored with tasks
+            if value is not None:
+                raise HeadfitConfigError(f"{key} is set, but with tasks each task has its own", where=key,
+                                         fix=f"remove {key} and set tasks.<name>.{field} (a task's label column "
+                                             "serves every split)")
+        return tasks
+
+    def _columns(self, tasks: list[TaskData]) -> dict[str, Columns]:
+        if not self.multitask:
+            return self.columns
+        task_columns = tuple(TaskColumns(task.name, task.label_column, task.label_columns,
+                                         every_row=task.missing == "error") for task in tasks if not task.derived)
+        return {split: replace(columns, label=None, label_columns=None, tasks=task_columns)
+                for split, columns in self.columns.items()}
+
+    def _infer_labels(self, tasks: list[TaskData], source: Source, train: Dataset) -> list[TaskData]:
+        """Each task with its label space, read from its training labels (a derived task's: its groups)."""
+        readable = [(line, json.loads(label)) for line, label, problem in
                     zip(column(train, "line"), column(train, "label"), column(train, "problem")) if not problem]
+        inferred = {task.name: task if task.derived else replace(task, space=self._infer_space(task, source, readable))
+                    for task in tasks}
+        for task in derivation_order(tasks):
+            if task.parent_of is not None:
+                inferred[task.name] = with_groups(inferred[task.name], inferred[task.parent_of])
+        return [inferred[task.name] for task in tasks]
+
+    def _infer_space(self, task: TaskData, source: Source, readable: list[tuple[int, Any]]) -> LabelSpace:
+        rows = [(line, task.value(raw)) for line, raw in readable]
+        if task.missing == "ignore":  # its unlabelled rows say nothing about its labels
+            rows = [(line, value) for line, value in rows if not is_missing(value)]
         return LabelSpace.infer(
-            [json.loads(label) for _, label in readable], lambda i: source.where(readable[i][0], "label"),
-            delimiter=self.label_delimiter, skip_unreadable=self.on_bad_row == "skip",
-            **{**self.task_options, "labels": self._given_labels(source)},
+            [value for _, value in rows], lambda i: source.where(rows[i][0], task.column), kind=task.kind,
+            labels=self._given_labels(task, source), num_labels=task.num_labels, delimiter=task.label_delimiter,
+            skip_unreadable=self.on_bad_row == "skip", task=task.name,
         )
 
-    def _given_labels(self, source: Source) -> list[str] | None:
+    def _given_labels(self, task: TaskData, source: Source) -> list[str] | None:
         """Label names from task.labels, data.labels_file, or the source itself (ClassLabel, label_columns)."""
-        given = self.task_options["labels"]
-        if self.labels_file:
-            path = Path(self.labels_file).expanduser()
+        given = list(task.labels) if task.labels is not None else None
+        if task.labels_file:
+            path = Path(task.labels_file).expanduser()
             if not path.is_file():
-                raise HeadfitConfigError(f"no such file: {path}", where="data.labels_file",
+                raise HeadfitConfigError(f"no such file: {path}", where=task.key("labels_file"),
                                          fix="give a file with one label name per line, in id order")
             from_file = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
             if given is not None and given != from_file:
-                raise HeadfitConfigError(f"task.labels {given} and data.labels_file {from_file} disagree",
-                                         where="task.labels, data.labels_file", fix="give only one of them")
+                raise HeadfitConfigError(f"{task.key('labels')} {given} and {task.key('labels_file')} {from_file} "
+                                         "disagree", where=f"{task.key('labels')}, {task.key('labels_file')}",
+                                         fix="give only one of them")
             given = from_file
-        return given if given is not None else source.label_names
+        return given if given is not None else source.label_names.get(task.name)
 
     def _split_validation(self) -> None:
         train = self.datasets["train"]
-        keep, held_out = stratified_split(column(train, "label_ids"), self.val_fraction, self.seed)
+        first = self.tasks[0]  # several tasks: stratified by the first one's labels
+        keep, held_out = stratified_split(column(train, first.ids_column), self.val_fraction, self.seed)
         self.datasets["train"], self.datasets["val"] = select(train, keep), select(train, held_out)
-        log.info("val: %d rows split from train (data.val_fraction=%s, stratified, seed %d)",
-                 len(held_out), self.val_fraction, self.seed)
+        log.info("val: %d rows split from train (data.val_fraction=%s, stratified%s, seed %d)", len(held_out),
+                 self.val_fraction, f" by tasks.{first.name}" if first.name else "", self.seed)
         self.held_out = True
 
     def _report(self, sources: dict[str, Source]) -> None:
@@ -222,13 +303,27 @@ class TextClassificationDataModule(pl.LightningDataModule):
                 if repeated:
                     log.warning("%s: %d of %d rows have a text that also occurs in train (duplicates inflate "
                                 "%s metrics)", split, repeated, len(self.datasets[split]), split)
-        self._report_absent_labels()
+        if self.multitask:
+            self._report_labelled_rows()
+        for task in self.tasks:
+            self._report_absent_labels(task)
 
-    def _report_absent_labels(self) -> None:
+    def _report_labelled_rows(self) -> None:
+        for split, data in self.datasets.items():
+            for task in self.tasks:
+                labelled = sum(column(data, task.labelled_column))
+                if labelled == len(data):
+                    log.info("%s/%s: %d labelled rows", split, task.name, labelled)
+                    continue
+                why = f"no tasks.{task.parent_of} label to group" if task.derived else f"{task.key('missing')}=ignore"
+                log.info("%s/%s: %d labelled, %d without a label (%s)", split, task.name, labelled,
+                         len(data) - labelled, why)
+
+    def _report_absent_labels(self, task: TaskData) -> None:
         """Warn about labels a split has no row of: their per-class scores are 0 or undefined there, and they
         still weigh 1/K in the macro averages."""
-        space = self.label_space
-        counts = {split: space.counts(column(data, "label_ids")) for split, data in self.datasets.items()}
+        space = task.space
+        counts = {split: space.counts(column(data, task.ids_column)) for split, data in self.datasets.items()}
         for split, split_counts in counts.items():
             absent = [i for i, n in enumerate(split_counts) if n == 0]
             if not absent:
@@ -240,20 +335,26 @@ class TextClassificationDataModule(pl.LightningDataModule):
                 note = ("; data.val_fraction holds out a row of every label with at least 2 training rows, and "
                         "these have fewer")
             log.warning("%s: %d of %d labels have no rows here: %s (rows per split); their %s scores are 0 or "
-                        "undefined and pull macro averages down%s", split, len(absent), len(space.labels), shown,
-                        split, note)
+                        "undefined and pull macro averages down%s", split if task.name is None else
+                        f"{split}/{task.name}", len(absent), len(space.labels), shown, split, note)
 
     # ---- batches --------------------------------------------------------------------------------
 
-    def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Pad to the longest row of the batch (not to max_length) and attach labels and row indices."""
+    def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad to the longest row of the batch (not to max_length) and attach labels and row indices; several
+        tasks: `labels` and `labelled` (whether a row has that task's label) are {task: tensor}."""
         batch = self.collator([{key: row[key] for key in MODEL_COLUMNS if key in row} for row in rows])
-        batch["labels"] = self.label_space.batch([row["label_ids"] for row in rows])
+        if self.multitask:
+            batch["labels"] = {task.name: task.targets(rows) for task in self.tasks}
+            batch["labelled"] = {task.name: torch.tensor([row[task.labelled_column] for row in rows],
+                                                         dtype=torch.bool) for task in self.tasks}
+        else:
+            batch["labels"] = self.tasks[0].targets(rows)
         batch["index"] = torch.tensor([row["index"] for row in rows])
         return dict(batch)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        self._space()
+        self._ready()
         data = self.datasets[split]
         batch_size = self.batch_size if train else self.eval_batch_size
         trainer = self.trainer
@@ -266,8 +367,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
                                                                           if accelerated else 0)
         # Its own generator: by default every iter() of a DataLoader draws a seed from the global RNG, so a resumed
         # run, which builds its iterators at other times, would draw different dropout masks.
+        rows = _Rows(data, [*MODEL_COLUMNS, *(name for task in self.tasks for name in task.row_columns)])
         return (_ResumableLoader if train else DataLoader)(
-            _Rows(data), batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
+            rows, batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
             num_workers=workers, persistent_workers=workers > 0,
             pin_memory=self.pin_memory if self.pin_memory is not None else accelerated,
             generator=torch.Generator().manual_seed(self.seed))
@@ -321,10 +423,8 @@ class _ResumableLoader(DataLoader):
 class _Rows(torch.utils.data.Dataset):
     """An Arrow split as rows for the DataLoader; fetches a whole batch in one read (`__getitems__`)."""
 
-    COLUMNS = [*MODEL_COLUMNS, "label_ids"]
-
-    def __init__(self, data: Dataset):
-        self.data = data.select_columns([c for c in self.COLUMNS if c in data.column_names])
+    def __init__(self, data: Dataset, columns: Sequence[str]):
+        self.data = data.select_columns([c for c in columns if c in data.column_names])
 
     def __len__(self) -> int:
         return len(self.data)

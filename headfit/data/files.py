@@ -6,6 +6,8 @@ Columns are named by header name or by 0-based position. Each row comes out in h
 
     {"line": int, "text": str, "text_pair": str | None, "label": JSON of the raw label value, "problem": str}
 
+With several tasks (`tasks`: each one's TaskColumns), `label` is the JSON of {task name: its raw label value}.
+
 A row that cannot be read (wrong number of fields, a quote that never closes, a line that is not JSON) is not
 raised here: it comes out with `problem` set, so the caller applies `data.on_bad_row` to it like to any other
 bad row. Bytes that are not text in `encoding` stop the reading with the file, line and byte offset.
@@ -20,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 
@@ -31,6 +33,15 @@ Column = str | int
 # first line is one bad row, and reading goes on from the next line (so one `"` cannot swallow the file).
 # The default of data.max_record_lines; 100 lines of text is far more than a classifier reads (max_length).
 MAX_RECORD_LINES = 100
+
+
+class TaskColumns(NamedTuple):
+    """Where one of several tasks has its labels: one label column, or several 0/1 columns."""
+
+    name: str | None  # None: the single task (its raw label is the bare value)
+    label: Column | None
+    label_columns: tuple[Column, ...] | None = None
+    every_row: bool = True  # every row has a label (missing=error), so a JSONL key no first row has is a typo
 
 
 def file_format(path: Path, key: str) -> str:
@@ -214,9 +225,19 @@ def resolve_column(column: Column, header: list[str] | int, path: Path, key: str
                              fix=f"set {key} to one of {header} (or a 0-based position)")
 
 
+def label_value(get, label: Column | None, label_columns: Sequence[Column] | None,
+                tasks: Sequence[TaskColumns] = ()) -> Any:
+    """A row's raw label value, `get` reading one of its fields: the label column's value, the values of the
+    label columns, null without a label column; with `tasks`, {task name: its value}."""
+    if tasks:
+        return {task.name: label_value(get, task.label, task.label_columns) for task in tasks}
+    return [get(c) for c in label_columns] if label_columns else None if label is None else get(label)
+
+
 def read_delimited(path: str, header: bool, text: int, text_pair: int | None, label: int | None,
                    label_columns: Sequence[int] | None, delimiter: str | None = None, *,
-                   encoding: str = "utf-8", max_record_lines: int | None = None) -> Iterator[dict[str, Any]]:
+                   encoding: str = "utf-8", max_record_lines: int | None = None,
+                   tasks: Sequence[TaskColumns] = ()) -> Iterator[dict[str, Any]]:
     """Rows of a CSV/TSV file in the uniform raw layout (columns given as positions; no label column: null).
     The delimiter follows the suffix unless given. Every line of the file that is not blank and not the
     header is one row, or part of a row whose quoted field holds a newline (at most `max_record_lines`,
@@ -242,9 +263,7 @@ def read_delimited(path: str, header: bool, text: int, text_pair: int | None, la
             else:
                 row["text"] = fields[text]
                 row["text_pair"] = None if text_pair is None else fields[text_pair]
-                value = [fields[i] for i in label_columns] if label_columns else \
-                    None if label is None else fields[label]
-                row["label"] = json.dumps(value)
+                row["label"] = json.dumps(label_value(fields.__getitem__, label, label_columns, tasks))
             yield row
 
 
@@ -262,9 +281,11 @@ def _object(pairs: list[tuple[str, Any]]) -> _Object:
 
 
 def read_jsonl(path: str, text: str, text_pair: str | None, label: str | None,
-               label_columns: Sequence[str] | None, *, encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
+               label_columns: Sequence[str] | None, *, encoding: str = "utf-8",
+               tasks: Sequence[TaskColumns] = ()) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL file (one object per line) in the uniform raw layout (columns given as keys)."""
-    used = {text, text_pair, label, *(label_columns or ())} - {None}
+    used = {text, text_pair, label, *(label_columns or ()),
+            *(c for task in tasks for c in (task.label, *(task.label_columns or ())))} - {None}
     with _open(Path(path), encoding) as stream:
         for number, line in enumerate(stream, start=1):
             if not line.strip():
@@ -283,8 +304,7 @@ def read_jsonl(path: str, text: str, text_pair: str | None, label: str | None,
                 continue
             row["text"] = _text(record.get(text))
             row["text_pair"] = None if text_pair is None else _text(record.get(text_pair))
-            value = [record.get(c) for c in label_columns] if label_columns else record.get(label)
-            row["label"] = json.dumps(value)
+            row["label"] = json.dumps(label_value(record.get, label, label_columns, tasks))
             yield row
 
 

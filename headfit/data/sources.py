@@ -2,9 +2,10 @@
 
 Sources: CSV/TSV/JSONL files (streamed through headfit's readers, so rows keep their line numbers), Parquet
 files, folders written by `datasets.Dataset.save_to_disk`, and Hugging Face hub datasets (`data.hub_dataset`,
-online). The result has the columns `line`, `text`, `text_pair`, `label` (the raw label value as JSON) and
-`problem` (why a row cannot be read, or ""), and is cached in `data.cache_dir`: a file is read again only
-when its size or modification time changes. Training sets larger than RAM stay on disk.
+online). The result has the columns `line`, `text`, `text_pair`, `label` (the raw label value as JSON; with
+several tasks, {task: raw value}) and `problem` (why a row cannot be read, or ""), and is cached in
+`data.cache_dir`: a file is read again only when its size or modification time changes. The columns read are
+part of the cache key. Training sets larger than RAM stay on disk.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,24 @@ from datasets import Dataset, Features, Value
 from datasets.exceptions import DatasetGenerationError
 
 from headfit.data import files
+from headfit.data.files import TaskColumns
 from headfit.errors import HeadfitConfigError, HeadfitDataError, HeadfitError
 
 RAW_FEATURES = Features({"line": Value("int64"), "text": Value("string"), "text_pair": Value("string"),
                          "label": Value("string"), "problem": Value("string")})
-LAYOUT_VERSION = "2"  # bump when the raw layout or the readers change, so caches are rebuilt
+LAYOUT_VERSION = "3"  # bump when the raw layout or the readers change, so caches are rebuilt
 
 
 @dataclass(frozen=True)
 class Columns:
-    """Which columns of a source hold what (names, or 0-based positions)."""
+    """Which columns of a source hold what (names, or 0-based positions). With `tasks` (several tasks), those
+    hold the label columns and `label`, `label_columns` are unused."""
 
     text: files.Column
     label: files.Column | None = "label"
     text_pair: files.Column | None = None
     label_columns: tuple[files.Column, ...] | None = None
+    tasks: tuple[TaskColumns, ...] = ()
 
 
 @dataclass
@@ -45,7 +49,9 @@ class Source:
     data: Dataset
     name: str
     line_is_file_line: bool  # text files: `line` is the line in the file; others: the 0-based row number
-    label_names: list[str] | None = None  # from a ClassLabel feature or the label column names, if any
+    # Label names the source itself gives (a ClassLabel feature, the label column names), by task; the key of
+    # the single task is None.
+    label_names: dict[str | None, list[str]] = field(default_factory=dict)
     fingerprint: str = ""  # identifies the content read: the cache key of everything derived from it
 
     def __post_init__(self):
@@ -82,29 +88,38 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
         if not names:
             raise HeadfitDataError(f"{path} has no rows (no JSON object in its first lines)", where=key,
                                    fix="give it one JSON object per line")
-        for column, name in _named(columns).items():
+        for key_name, name in _named(columns).items():
             if name not in names:
-                raise HeadfitConfigError(f"{path} has no key {name!r}; its rows have {names}", where=f"data.{column}",
-                                         fix=f"set data.{column} to one of {names}")
+                raise HeadfitConfigError(f"{path} has no key {name!r}; its rows have {names}", where=key_name,
+                                         fix=f"set {key_name} to one of {names}")
         reader, kwargs = files.read_jsonl, {"text": columns.text, "text_pair": columns.text_pair,
-                                            "label": columns.label, "label_columns": columns.label_columns}
-        label_names = None
+                                            "label": columns.label, "label_columns": columns.label_columns,
+                                            "tasks": columns.tasks}
+        label_names = {}
     else:
         head = files.header_of(path, header, encoding=encoding)
         if not head:
             raise HeadfitDataError(f"{path} is empty", where=key, fix="give it a header line and labelled rows")
-        position = {column: files.resolve_column(name, head, path, f"data.{column}")
-                    for column, name in _named(columns).items()}
-        label_columns = None
-        if columns.label_columns:
+        position = {key_name: files.resolve_column(name, head, path, key_name)
+                    for key_name, name in _named(columns, every_task=True).items()}
+
+        def positions(label_columns: Sequence[files.Column] | None, key_name: str) -> tuple[int, ...] | None:
             # a tuple, not a list: from_generator would shard a list-valued argument across processes
-            label_columns = tuple(files.resolve_column(c, head, path, "data.label_columns")
-                                  for c in columns.label_columns)
-        reader, kwargs = files.read_delimited, {"header": header, "text": position["text_column"],
-                                                "text_pair": position.get("text_pair_column"),
-                                                "label": position.get("label_column"), "label_columns": label_columns,
+            return tuple(files.resolve_column(c, head, path, key_name) for c in label_columns) \
+                if label_columns else None
+
+        label_columns = positions(columns.label_columns, "data.label_columns")
+        tasks = tuple(task._replace(label=position.get(f"tasks.{task.name}.label_column"),
+                                    label_columns=positions(task.label_columns, f"tasks.{task.name}.label_columns"))
+                      for task in columns.tasks)
+        reader, kwargs = files.read_delimited, {"header": header, "text": position["data.text_column"],
+                                                "text_pair": position.get("data.text_pair_column"),
+                                                "label": position.get("data.label_column"),
+                                                "label_columns": label_columns, "tasks": tasks,
                                                 "max_record_lines": max_record_lines}
-        label_names = [head[i] for i in label_columns] if label_columns and isinstance(head, list) else None
+        label_names = {name: [head[i] for i in task_columns]
+                       for name, task_columns in [(None, label_columns), *((t.name, t.label_columns) for t in tasks)]
+                       if task_columns and isinstance(head, list)}
     try:
         data = Dataset.from_generator(_rows, features=RAW_FEATURES, cache_dir=cache_dir,
                                       gen_kwargs={"reader": reader, "path": str(path), "key": key, "stamp": stamp,
@@ -127,9 +142,14 @@ def _rows(reader: Callable, path: str, key: str, stamp: str, **kwargs: Any):
                                fix="give it labelled rows, or point the key at another file")
 
 
-def _named(columns: Columns) -> dict[str, Any]:
-    named = {"text_column": columns.text, "label_column": None if columns.label_columns else columns.label,
-             "text_pair_column": columns.text_pair}
+def _named(columns: Columns, every_task: bool = False) -> dict[str, Any]:
+    """The single columns to find, by config key. A JSONL key of a task whose rows may lack a label
+    (missing=ignore) may be absent from the first rows: only `every_task` includes it."""
+    named = {"data.text_column": columns.text,
+             "data.label_column": None if columns.label_columns or columns.tasks else columns.label,
+             "data.text_pair_column": columns.text_pair,
+             **{f"tasks.{task.name}.label_column": task.label for task in columns.tasks
+                if every_task or task.every_row}}
     return {key: value for key, value in named.items() if value is not None}
 
 
@@ -163,25 +183,40 @@ def _from_arrow(data: Dataset, name: str, key: str, columns: Columns) -> Source:
         raise HeadfitConfigError(f"{name} has no column {column!r}; its columns are {names}", where=config_key,
                                  fix=f"set {config_key} to one of {names}")
 
+    def resolved(task: TaskColumns) -> TaskColumns:
+        """A task's label column(s), as column names."""
+        key = "data" if task.name is None else f"tasks.{task.name}"
+        if task.label_columns:
+            return task._replace(label=None, label_columns=tuple(find(c, f"{key}.label_columns")
+                                                                 for c in task.label_columns))
+        return task._replace(label=find(task.label, f"{key}.label_column") if task.label is not None else None)
+
+    def given_names(task: TaskColumns) -> list[str] | None:
+        if task.label_columns:
+            return list(task.label_columns)
+        feature = data.features.get(task.label) if task.label else None
+        return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
     text = find(columns.text, "data.text_column")
     pair = find(columns.text_pair, "data.text_pair_column") if columns.text_pair is not None else None
-    label_columns = [find(c, "data.label_columns") for c in columns.label_columns] if columns.label_columns else None
-    label = None if label_columns else find(columns.label, "data.label_column")
-    feature = data.features.get(label) if label else None
-    label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else label_columns
+    # Without `tasks`, the single task is the one unnamed task here.
+    tasks = tuple(resolved(task) for task in columns.tasks or [TaskColumns(None, columns.label, columns.label_columns)])
+    label_names = {task.name: given for task in tasks if (given := given_names(task))}
+    single = tasks[0] if not columns.tasks else TaskColumns(None, None)
     uniform = data.map(_uniform, batched=True, with_indices=True, remove_columns=names, features=RAW_FEATURES,
-                       fn_kwargs={"text": text, "pair": pair, "label": label, "label_columns": label_columns},
+                       fn_kwargs={"text": text, "pair": pair, "label": single.label,
+                                  "label_columns": single.label_columns, "tasks": tasks if columns.tasks else ()},
                        desc=f"reading {name}")
     return Source(uniform, name, line_is_file_line=False, label_names=label_names)
 
 
 def _uniform(batch: dict[str, list], indices: list[int], text: str, pair: str | None, label: str | None,
-             label_columns: Sequence[str] | None) -> dict[str, list]:
-    values = list(zip(*(batch[c] for c in label_columns))) if label_columns else batch[label]
+             label_columns: Sequence[str] | None, tasks: Sequence[files.TaskColumns] = ()) -> dict[str, list]:
+    values = [files.label_value(lambda c, j=j: batch[c][j], label, label_columns, tasks) for j in range(len(indices))]
     return {"line": indices,
             "text": ["" if t is None else str(t) for t in batch[text]],
             "text_pair": [None] * len(indices) if pair is None else ["" if t is None else str(t) for t in batch[pair]],
-            "label": [json.dumps(list(v) if isinstance(v, tuple) else v) for v in values],
+            "label": [json.dumps(value) for value in values],
             "problem": [""] * len(indices)}
 
 
