@@ -173,3 +173,36 @@ def test_a_checkpoint_saved_before_several_heads_still_loads(tmp_path, tiny_enco
     loaded = ClassifierModule.load_from_checkpoint(tmp_path / "old.ckpt")
     assert loaded.thresholds.tolist() == [0.25] * 3
     assert torch.equal(loaded.head.classifier[1].weight, model.head.classifier[1].weight)
+
+
+def test_a_multitask_run_end_to_end_writes_every_task_and_reloads(tmp_path, tiny_encoder, caplog):
+    """Three tasks from one file through the Hydra job: a binary task, a multilabel one with partial labels, and a
+    level derived from it; per-task metrics, reports, decisions and a checkpoint that predicts every task."""
+    import json
+
+    from test_train import config
+
+    from conftest import write_rows
+    from headfit.train import train
+
+    topics = ["food", "food,sports", "weather", "", "sports", "weather,food", "", "sports"]
+    rows = [{"text": text, "sentiment": ["pos", "neg"][i % 2], "topic": topics[i % 8]}
+            for i, text in enumerate(TEXTS * 2)]
+    path = write_rows(tmp_path / "data" / "train.csv", rows)
+    caplog.set_level("INFO")
+    train(config(tmp_path, tiny_encoder, "data=files", f"data.train_path={path}", f"data.val_path={path}",
+                 f"data.test_path={path}", "+tasks.sentiment.label_column=sentiment",
+                 "+tasks.topic.label_column=topic", "+tasks.topic.missing=ignore", "+tasks.topic.weight=2",
+                 "+tasks.topic.min_positives=1", "+tasks.area.parent_of=topic",
+                 "+tasks.area.groups={leisure:[sports,food]}"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["monitor"] == "val/mean_macro_f1"
+    for name in ("sentiment", "topic", "area"):
+        assert f"test/{name}/macro_f1" in metrics["test"] and (tmp_path / f"test_report_{name}.csv").is_file()
+    assert set(metrics["decisions"]) == {"sentiment", "topic", "area"} and "thresholds" in metrics["decisions"]["topic"]
+    assert metrics["test_report"]["inconsistent"]["topic -> area"]["consistent"] == 0
+    assert "24 labelled, 8 without a label (tasks.topic.missing=ignore)" in caplog.text.replace("train/topic: ", "")
+    loaded = ClassifierModule.load_from_checkpoint(metrics["best_checkpoint"])
+    assert list(loaded.tasks) == ["sentiment", "topic", "area"] and loaded.tasks["area"].labels == ("leisure", "weather")
+    assert loaded.decisions["topic"].thresholds.tolist() == pytest.approx(
+        list(metrics["decisions"]["topic"]["thresholds"].values()))
