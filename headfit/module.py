@@ -35,6 +35,7 @@ from torchmetrics import CatMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from headfit.configs import head_preset, head_presets
+from headfit.aggregation import ChunkAggregation, chunk_layout
 from headfit.checkpoint import atomic_save
 from headfit.decision import Decisions, initial_thresholds  # noqa: F401 (initial_thresholds: its earlier home)
 from headfit.encoder import (check_max_length, enable_gradient_checkpointing, freeze, layer_depths, load_encoder,
@@ -48,6 +49,7 @@ from headfit.task import SUGGESTED_HEAD, Task
 log = logging.getLogger(__name__)
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+CHUNK_INPUTS = ("chunk_counts", "chunk_mask", "chunk_position")  # long documents as windows (aggregation.py)
 # {"labels", "kind"} (one task) or {"tasks": {name: {"labels", "kind"}}}, ["tokenizer": {file name: bytes},
 # "max_length"] in every checkpoint
 CHECKPOINT_KEY = "headfit"
@@ -99,6 +101,7 @@ class ClassifierModule(pl.LightningModule):
         encoder_config: dict[str, Any] | None = None,
         tasks: Mapping[str, Mapping[str, Any]] | None = None,
         hierarchy: str = "consistent",
+        chunk_aggregation: str | None = None,
     ):
         super().__init__()
         arguments = {key: _plain(value) for key, value in locals().items() if key not in ("self", "__class__")}
@@ -143,6 +146,17 @@ class ClassifierModule(pl.LightningModule):
                                                  name=name if self.multitask else "")
                 self.weights[name] = float(spec["weight"])
         self.hierarchies = self._hierarchies(specs)
+        # Long documents as windows (data.long_text=chunk): each head pools every window, the windows' vectors are
+        # aggregated per document (headfit/aggregation.py), and the head's classifier decides on that.
+        self.aggregations = nn.ModuleDict()
+        if chunk_aggregation is not None:
+            for name, head in self.heads.items():
+                if not (isinstance(head, Head) and type(head).forward is Head.forward):
+                    raise HeadfitConfigError(
+                        f"the head {type(head).__name__} computes its own forward pass, so its windows' vectors "
+                        f"cannot be aggregated before its classifier", where="data.long_text=chunk, head",
+                        fix="use a head whose forward is Head's (pool, then classifier), or data.long_text=truncate")
+                self.aggregations[name] = ChunkAggregation(chunk_aggregation, self.encoder.config.hidden_size)
         for stage in STAGES:  # train_metrics, val_metrics, test_metrics: {task: its metrics}
             setattr(self, f"{stage}_metrics", nn.ModuleDict({
                 name: task.metrics().clone(prefix=f"{stage}/{self._prefix(name)}") for name, task in self.tasks.items()}))
@@ -238,19 +252,33 @@ class ClassifierModule(pl.LightningModule):
 
     # ---- forward --------------------------------------------------------------------------------
 
-    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, chunk_counts: Tensor | None = None,
+               chunk_mask: Tensor | None = None, chunk_position: Tensor | None = None,
                **encoder_inputs: Tensor) -> dict[str, Tensor]:
-        """Tokenizer output -> {task: logits (batch, its num_outputs)}: one encoder pass, every head."""
+        """Tokenizer output -> {task: logits (batch, its num_outputs)}: one encoder pass, every head. A batch of
+        long documents holds their windows flat (C, L), with `chunk_counts` (B,) windows per document (or its
+        `chunk_layout`): each head then decides once per document, on the aggregation of its windows."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **encoder_inputs)
         pooled = getattr(out, "pooler_output", None)
-        return {name: head(out.last_hidden_state, attention_mask, pooled) for name, head in self.heads.items()}
+        if chunk_counts is None and chunk_mask is None:
+            return {name: head(out.last_hidden_state, attention_mask, pooled) for name, head in self.heads.items()}
+        if not self.aggregations:
+            raise HeadfitConfigError("this batch holds documents as several windows (chunk_counts), but the model "
+                                     "was built to read one window per text", where="data.long_text",
+                                     fix="train with data.long_text=chunk (model.chunk_aggregation), or feed it "
+                                         "truncated texts")
+        if chunk_mask is None:
+            chunk_mask, chunk_position = chunk_layout(chunk_counts)
+        return {name: head.classifier(self.aggregations[name](head.pool(out.last_hidden_state, attention_mask, pooled),
+                                                              chunk_mask, chunk_position))
+                for name, head in self.heads.items()}
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                **encoder_inputs: Tensor) -> Tensor | dict[str, Tensor]:
+                **inputs: Tensor) -> Tensor | dict[str, Tensor]:
         """Tokenizer output -> logits (batch, task.num_outputs); with several tasks, {task: logits}."""
-        return self._flat(self.logits(input_ids, attention_mask, **encoder_inputs))
+        return self._flat(self.logits(input_ids, attention_mask, **inputs))
 
     # ---- checkpoints ----------------------------------------------------------------------------
 
@@ -519,7 +547,7 @@ class ClassifierModule(pl.LightningModule):
         logits = self.logits(**_encoder_inputs(batch))
         labels, labelled = self._labels(batch)
         decided = self.decide_all({name: value.detach() for name, value in logits.items()})
-        size, loss = len(batch["input_ids"]), 0.0
+        size, loss = len(next(iter(labels.values()))), 0.0  # documents, not windows
         for name, task in self.tasks.items():
             targets = task.targets(labels[name], validate=False)  # validated in on_before_batch_transfer
             rows = labelled.get(name)
@@ -803,7 +831,8 @@ def head_config(head: str | type | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _encoder_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {key: batch[key] for key in ENCODER_INPUTS if key in batch}
+    """What `logits` takes from a batch: the encoder's inputs, and the windows of long documents."""
+    return {key: batch[key] for key in (*ENCODER_INPUTS, *CHUNK_INPUTS) if key in batch}
 
 
 def _plain(value: Any) -> Any:

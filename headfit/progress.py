@@ -188,9 +188,11 @@ def epoch_text(trainer: pl.Trainer) -> str:
 
 
 def batch_size(batch: Any) -> tuple[int, Any]:
-    """Rows and non-padding tokens of a batch of tokenizer outputs (tokens: a tensor, left on its device)."""
+    """Rows (documents, for long documents as windows) and non-padding tokens of a batch of tokenizer outputs
+    (tokens: a tensor, left on its device)."""
     if not isinstance(batch, Mapping) or "input_ids" not in batch:
         return 0, 0
     mask = batch.get("attention_mask")
-    return len(batch["input_ids"]), mask.sum() if mask is not None else batch["input_ids"].numel()
+    rows = len(batch["chunk_counts"]) if "chunk_counts" in batch else len(batch["input_ids"])
+    return rows, mask.sum() if mask is not None else batch["input_ids"].numel()
 

@@ -79,7 +79,7 @@ def _train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     model = ClassifierModule(
         encoder=cfg.encoder.name_or_path, **task_arguments(cfg, datamodule), **cfg.loss, **decision_options(cfg),
-        **cfg.optim, **cfg.model,
+        **cfg.optim, **model_options(cfg),
         **{argument: cfg.encoder[key] for key, argument in ENCODER_OPTIONS.items() if key in cfg.encoder},
     )
     check_shapes(model, next(iter(datamodule.train_dataloader())))
@@ -182,6 +182,13 @@ def task_arguments(cfg: DictConfig, datamodule) -> dict:
     return {"tasks": {name: {**decided[name], **{key: value for key, value in (given[name] or {}).items()
                                                  if key not in DATA_KEYS}}
                       for name in given}}
+
+
+def model_options(cfg: DictConfig) -> dict:
+    """model.* as the model's arguments: model.chunk_aggregation only where documents are read as windows."""
+    options = OmegaConf.to_container(cfg.model, resolve=True)
+    aggregation = options.pop("chunk_aggregation", "mean")
+    return {**options, "chunk_aggregation": aggregation if cfg.data.get("long_text") == "chunk" else None}
 
 
 def decision_options(cfg: DictConfig) -> dict:
