@@ -1,11 +1,12 @@
 """Label texts with a trained checkpoint: `python predict.py best.ckpt "a text" ...` or `--input FILE`.
 
-The same command as `headfit-predict`; the code lives in headfit/predict.py.
+The same command as `headfit-predict`; the code lives in headfit/predict_cli.py (the command line) and
+headfit/predict.py (`Predictor`).
 """
 
 import sys
 
-from headfit.predict import main
+from headfit.predict_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,6 +41,14 @@ def evaluate_file(predictor, path: str | Path, *, text_column: str | int = "text
     from headfit.evaluation import class_report, format_report, write_report
     from headfit.plots import save_plots
 
+    if getattr(predictor, "multitask", False):  # one label layout per file and one report: per task is to come
+        model = getattr(predictor, "source", "the model")
+        raise HeadfitConfigError(
+            f"headfit-eval evaluates one-task models; {model} has several tasks {list(predictor.tasks)}",
+            where="headfit-eval MODEL",
+            fix="the training run's metrics.json has each task's test metrics (test/<task>/<metric>); for new data, "
+                "predict with Predictor.load(MODEL).predict_proba(texts)[task] (or headfit-predict) and score each "
+                "task against its labels")
     task = predictor.task
     directory = Path(output_dir) if output_dir is not None else None
     if directory is not None:

@@ -11,10 +11,15 @@
   so HF's probabilities are headfit's. Thresholds go to config.json as `headfit.thresholds`; HF ignores them.
 - `onnx`: the whole model, any head: inputs input_ids, attention_mask (and token_type_ids when the tokenizer
   makes them) with dynamic batch and sequence axes; outputs probabilities (temperature applied), decisions
-  (with the thresholds) and logits; label names, kind and thresholds in the graph's metadata.
+  (with the thresholds) and logits; label names, kind and thresholds in the graph's metadata. A model with
+  several tasks: outputs `<task>.probabilities`, `<task>.decisions`, `<task>.logits` per task, the decisions
+  made consistent across a label hierarchy in the graph (as `ClassifierModule.decide_all`), and the metadata key
+  `tasks` ({task: {labels, kind, activation, thresholds, temperature, parent_of, groups}}) with `hierarchy`.
+  `hf` refuses such a model: a HF sequence classifier has one classifier.
 
 Each export is checked before it is written: the exported model must give headfit's probabilities on a few
-probe texts (within 1e-5 for hf, 1e-4 for onnx), else the command stops and says so.
+probe texts (within 1e-5 for hf, 1e-4 for onnx; every task's), and an ONNX graph's decisions must be the ones
+headfit makes from the graph's logits, else the command stops and says so.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from transformers.utils import logging as transformers_logging
 from headfit import __version__
 from headfit.errors import HeadfitConfigError, HeadfitError, HeadfitOutputError, chain, explain, unwritable
 from headfit.heads import Head
-from headfit.module import ClassifierModule
+from headfit.module import SINGLE_TASK, ClassifierModule
 from headfit.predict import Predictor
 
 FORMATS = ("hf", "onnx")
@@ -55,6 +60,9 @@ TOLERANCE = {"hf": 1e-5, "onnx": 1e-4}
 
 def hf_refusal(module: ClassifierModule) -> str | None:
     """Why Hugging Face's `...ForSequenceClassification` cannot compute this model, or None when it can."""
+    if module.multitask:
+        return (f"the model has {len(module.tasks)} tasks {list(module.tasks)}, each with its own head, and a "
+                f"Hugging Face ...ForSequenceClassification model has one classifier")
     head = module.head
     if not isinstance(head, Head) or type(head).forward is not Head.forward or type(head).pool is not Head.pool:
         return f"the head {type(head).__name__} computes its own forward pass, which HF's classes do not know"
@@ -76,9 +84,12 @@ def to_hf_model(module: ClassifierModule) -> PreTrainedModel:
     if model is None:
         raise HeadfitConfigError(
             f"a Hugging Face model cannot express this classifier: {reason or _no_plain_classifier(module)}",
-            where="the checkpoint's head (hparams.head) and encoder",
-            fix="export it with --format onnx, which runs the whole headfit model, any head; to export to HF, "
-                "train with head.pooling=cls head.hidden_size=null on an encoder with a pooler (e.g. BERT)")
+            where="the checkpoint's tasks (hparams.tasks)" if module.multitask else
+            "the checkpoint's head (hparams.head) and encoder",
+            fix="export it with --format onnx, whose graph has every task's outputs (<task>.probabilities, "
+                "<task>.decisions, <task>.logits)" if module.multitask else
+            "export it with --format onnx, which runs the whole headfit model, any head; to export to HF, "
+            "train with head.pooling=cls head.hidden_size=null on an encoder with a pooler (e.g. BERT)")
     weight, bias = _classifier_weights(module)
     with torch.no_grad():
         model.classifier.weight.copy_(weight)
@@ -133,7 +144,7 @@ def export_hf(predictor: Predictor, out_dir: str | Path) -> dict[str, Any]:
         logits = model(**encoded).logits
     # What HF's text-classification pipeline applies: sigmoid for multi_label_classification, else softmax.
     got = logits.sigmoid() if model.config.problem_type == "multi_label_classification" else logits.softmax(-1)
-    difference = _check_parity("hf", got.numpy(), predictor)
+    difference = _check_parity("hf", {SINGLE_TASK: got.numpy()}, predictor)
     model.save_pretrained(out_dir)  # safetensors
     _save_tokenizer(predictor, out_dir)
     return {"dir": out_dir, "files": sorted(p.name for p in out_dir.iterdir()), "max_abs_difference": difference}
@@ -142,18 +153,29 @@ def export_hf(predictor: Predictor, out_dir: str | Path) -> dict[str, Any]:
 # ---- ONNX ------------------------------------------------------------------------------------------------
 
 class _Exported(nn.Module):
-    """The whole headfit model for tracing: token ids -> probabilities, decisions, logits."""
+    """The whole headfit model for tracing: token ids -> probabilities, decisions, logits, for each task in turn
+    (`onnx_outputs` names them). The decisions are `decide_all`'s: hierarchy-consistent when the checkpoint's
+    decision.hierarchy is, so onnxruntime users get the checkpoint's decisions without any decoding of their own."""
 
     def __init__(self, module: ClassifierModule):
         super().__init__()
         self.module = module
+        self.hierarchy = module.hparams.hierarchy  # read here: the graph holds the decoding it was traced with
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor,
-                token_type_ids: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                token_type_ids: Tensor | None = None) -> tuple[Tensor, ...]:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        logits = self.module(input_ids, attention_mask, **extra)
-        probabilities, decisions = self.module.decide(logits)
-        return probabilities, decisions, logits
+        logits = self.module.logits(input_ids, attention_mask, **extra)
+        decided = self.module.decide_all(logits, self.hierarchy)
+        return tuple(tensor for name in self.module.tasks for tensor in (*decided[name], logits[name]))
+
+
+def onnx_outputs(module: ClassifierModule) -> list[str]:
+    """The graph's output names: probabilities, decisions, logits; `<task>.probabilities`, ... per task for a model
+    with several."""
+    if not module.multitask:
+        return list(ONNX_OUTPUTS)
+    return [f"{name}.{output}" for name in module.tasks for output in ONNX_OUTPUTS]
 
 
 def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = None) -> dict[str, Any]:
@@ -177,23 +199,33 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
                                                predictor.tokenizer.model_input_names else [])]
     encoded = predictor.tokenizer(PROBE, padding=True, truncation=True, max_length=predictor.max_length,
                                   return_tensors="pt")
+    outputs = onnx_outputs(module)
     with warnings.catch_warnings(), _quiet("torch.onnx"):  # the exporter's notes (axis names, ...) are not the user's
         warnings.simplefilter("ignore")
         torch.onnx.export(_Exported(module).eval(), tuple(encoded[name] for name in names), str(path),
-                          dynamo=True, input_names=names, output_names=list(ONNX_OUTPUTS), opset_version=opset,
+                          dynamo=True, input_names=names, output_names=outputs, opset_version=opset,
                           dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names}, external_data=False,
                           verbose=False)
     graph = onnx.load(str(path))
+    metadata = multitask_metadata(module) if module.multitask else decisions_metadata(module)
     onnx.helper.set_model_props(graph, {key: value if isinstance(value, str) else json.dumps(value)
-                                        for key, value in decisions_metadata(module).items()})
-    graph.doc_string = (f"headfit {__version__} classifier: probabilities (batch, {module.task.num_labels}) with the "
-                        f"temperature applied, decisions with the thresholds, raw logits; metadata: labels, kind, "
-                        f"thresholds")
+                                        for key, value in metadata.items()})
+    if module.multitask:
+        graph.doc_string = (f"headfit {__version__} classifier with tasks {', '.join(module.tasks)}: per task "
+                            f"<task>.probabilities with the temperature applied, <task>.decisions with the thresholds "
+                            f"(decision.hierarchy={module.hparams.hierarchy}), <task>.logits; metadata: tasks")
+    else:
+        graph.doc_string = (f"headfit {__version__} classifier: probabilities (batch, {module.task.num_labels}) with "
+                            f"the temperature applied, decisions with the thresholds, raw logits; metadata: labels, "
+                            f"kind, thresholds")
     onnx.save(graph, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["probabilities"], {name: encoded[name].numpy() for name in names})[0]
+    ran = dict(zip(outputs, session.run(outputs, {name: encoded[name].numpy() for name in names})))
+    per_task = {name: {output: ran[f"{name}.{output}" if module.multitask else output] for output in ONNX_OUTPUTS}
+                for name in module.tasks}
     try:
-        difference = _check_parity("onnx", got, predictor)
+        difference = _check_parity("onnx", {name: got["probabilities"] for name, got in per_task.items()}, predictor)
+        _check_decisions(module, per_task)
     except HeadfitError:
         path.unlink()  # an export that does not compute what headfit computes is not left behind
         raise
@@ -211,15 +243,55 @@ def decisions_metadata(module: ClassifierModule) -> dict[str, Any]:
             "temperature": float(module.temperature), "max_length": module.max_length, "headfit_version": __version__}
 
 
-def _check_parity(kind: str, got: np.ndarray, predictor: Predictor) -> float:
+def multitask_metadata(module: ClassifierModule) -> dict[str, Any]:
+    """What an export of a model with several tasks saves: `tasks`, {task: {labels, kind, activation, thresholds
+    by label name, temperature, parent_of (the task whose labels its labels group, or None), groups ({parent label:
+    [child labels]}, resolved, or None)}}; `hierarchy` (how the graph's decisions were made across them),
+    max_length and the headfit version."""
+    links = {link.parent: link for link in module.hierarchies}
+    tasks = {}
+    for name, task in module.tasks.items():
+        decisions, link = module.decisions[name], links.get(name)
+        groups = None if link is None else {
+            parent_label: [module.tasks[link.child].labels[i] for i in link.membership[:, j].nonzero().flatten().tolist()]
+            for j, parent_label in enumerate(task.labels)}
+        tasks[name] = {"labels": list(task.labels), "kind": task.kind, "activation": task.activation,
+                       "thresholds": {label: round(t, 6) for label, t in decisions.by_label().items()},
+                       "temperature": float(decisions.temperature), "parent_of": link.child if link else None,
+                       "groups": groups}
+    return {"tasks": tasks, "hierarchy": module.hparams.hierarchy, "max_length": module.max_length,
+            "headfit_version": __version__}
+
+
+def _check_parity(kind: str, got: dict[str, np.ndarray], predictor: Predictor) -> float:
+    """The largest difference between the export's probabilities ({task: array}) and headfit's, over every task;
+    HeadfitError when it is over the format's tolerance."""
     expected = predictor.predict_proba(PROBE, progress=False)
-    difference = float(np.abs(got - expected).max())
-    if not difference <= TOLERANCE[kind]:
-        raise HeadfitError(f"the {kind} export's probabilities differ from headfit's by {difference:.2e} on the "
-                           f"probe texts (allowed: {TOLERANCE[kind]:.0e})", where=f"--format {kind}",
+    expected = expected if predictor.multitask else {SINGLE_TASK: expected}
+    differences = {name: float(np.abs(got[name] - expected[name]).max()) for name in expected}
+    name = max(differences, key=differences.get)
+    if not differences[name] <= TOLERANCE[kind]:
+        which = f"task {name!r}: " if predictor.multitask else ""
+        raise HeadfitError(f"{which}the {kind} export's probabilities differ from headfit's by {differences[name]:.2e} "
+                           f"on the probe texts (allowed: {TOLERANCE[kind]:.0e})", where=f"--format {kind}",
                            fix="nothing was written; try the other format, and please report this with the "
                                "checkpoint's head and encoder")
-    return difference
+    return differences[name]
+
+
+def _check_decisions(module: ClassifierModule, got: dict[str, dict[str, np.ndarray]]) -> None:
+    """The graph's decisions must be the ones `decide_all` makes from the graph's own logits: the traced decoding
+    (thresholds, hierarchy) is headfit's, whatever the small numeric differences of the encoder."""
+    with torch.no_grad():
+        expected = module.decide_all({name: torch.from_numpy(outputs["logits"]) for name, outputs in got.items()},
+                                     module.hparams.hierarchy)
+    for name, (_, decisions) in expected.items():
+        if not np.array_equal(got[name]["decisions"], decisions.numpy()):
+            which = f"task {name!r}: " if module.multitask else ""
+            raise HeadfitError(f"{which}the onnx export's decisions differ from the ones headfit makes from the same "
+                               f"logits on the probe texts", where="--format onnx",
+                               fix="nothing was written; please report this with the checkpoint's tasks and "
+                                   "decision.hierarchy")
 
 
 def _save_tokenizer(predictor: Predictor, out_dir: Path) -> None:

@@ -3,8 +3,10 @@
     predictor = Predictor.from_onnx("exported-onnx/")      # or: headfit-predict exported-onnx/ "a text"
 
 The graph computes what the checkpoint computes (probabilities with the fitted temperature, decisions with
-the saved thresholds) and its metadata holds the labels and the task kind, so results are decoded by the same
-`Task` as in training. On a CPU this is headfit's fastest way to predict (docs/predict.md, Speed).
+the saved thresholds, made consistent across a label hierarchy as the checkpoint's decision.hierarchy said) and
+its metadata holds the labels and the task kind, so results are decoded by the same `Task` as in training. An
+export of a model with several tasks has these per task: outputs `<task>.probabilities`, `<task>.decisions`, and
+the metadata key `tasks`. On a CPU this is headfit's fastest way to predict (docs/predict.md, Speed).
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ import torch
 from torch import Tensor
 
 from headfit.errors import HeadfitConfigError
+from headfit.module import SINGLE_TASK
 from headfit.task import Task
 
-METADATA = ("labels", "kind", "thresholds", "max_length")
+METADATA = ("labels", "kind", "thresholds", "max_length")  # an export of a model with one task
+MULTITASK_METADATA = ("tasks", "max_length")  # with several: "tasks" is {task: {labels, kind, thresholds, ...}}
 
 
 class OnnxModel:
-    """What `Predictor` asks of a model (`task`, `max_length`, `thresholds_by_label`, `predict_step`), answered
-    by an onnxruntime session on an exported `model.onnx`."""
+    """What `Predictor` asks of a model (`tasks`, `multitask`, `max_length`, `thresholds_by_label`,
+    `predict_step`), answered by an onnxruntime session on an exported `model.onnx`."""
 
     device = torch.device("cpu")  # where Predictor puts batches: the session takes them as numpy arrays
 
@@ -49,27 +53,51 @@ class OnnxModel:
             raise HeadfitConfigError(f"onnxruntime cannot load {self.path}: {error}", where="the export path",
                                      fix="export the checkpoint again with headfit-export --format onnx") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
-        missing = [key for key in METADATA if key not in metadata]
+        self.multitask = "tasks" in metadata
+        missing = [key for key in (MULTITASK_METADATA if self.multitask else METADATA) if key not in metadata]
         if missing:
             raise HeadfitConfigError(f"{self.path} is not a headfit export: its metadata lacks {missing}",
                                      where="the export path",
                                      fix="export the checkpoint with headfit-export --format onnx")
-        kind = metadata["kind"]
-        activation = metadata.get("activation") or ("sigmoid" if kind == "multilabel" else "softmax")
-        self.task = Task(kind, tuple(json.loads(metadata["labels"])), activation=activation)
-        self.thresholds: dict[str, float] = json.loads(metadata["thresholds"])
+        described = json.loads(metadata["tasks"]) if self.multitask else {SINGLE_TASK: {
+            "labels": json.loads(metadata["labels"]), "kind": metadata["kind"], "activation": metadata.get("activation"),
+            "thresholds": json.loads(metadata["thresholds"])}}
+        self.tasks: dict[str, Task] = {}
+        self.thresholds: dict[str, dict[str, float]] = {}  # {task: {label: threshold}}
+        for name, task in described.items():
+            activation = task.get("activation") or ("sigmoid" if task["kind"] == "multilabel" else "softmax")
+            self.tasks[name] = Task(task["kind"], tuple(task["labels"]), activation=activation)
+            self.thresholds[name] = dict(task["thresholds"])
+        # How the graph's decisions were made across a label hierarchy (fixed at export: consistent or independent).
+        self.hierarchy: str | None = metadata.get("hierarchy")
         self.max_length: int | None = json.loads(metadata["max_length"])
         self.inputs = [node.name for node in self.session.get_inputs()]
+        self.outputs = {name: [f"{name}.{what}" if self.multitask else what for what in ("probabilities", "decisions")]
+                        for name in self.tasks}
 
-    def thresholds_by_label(self) -> dict[str, float]:
-        return dict(self.thresholds)
+    @property
+    def task(self) -> Task:
+        """The task of a one-task export (several: `tasks`)."""
+        if self.multitask:
+            raise HeadfitConfigError(f"this export has several tasks {list(self.tasks)}: .task is a one-task name",
+                                     where="OnnxModel.task", fix="use .tasks[name]")
+        return self.tasks[SINGLE_TASK]
+
+    def thresholds_by_label(self) -> dict[str, float] | dict[str, dict[str, float]]:
+        """As `ClassifierModule.thresholds_by_label`: {label: threshold}, per task with several."""
+        per_task = {name: dict(thresholds) for name, thresholds in self.thresholds.items()}
+        return per_task if self.multitask else per_task[SINGLE_TASK]
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int = 0) -> dict[str, Any]:
-        """As `ClassifierModule.predict_step`: every label's probability and the decided names per row."""
+        """As `ClassifierModule.predict_step`: every label's probability and the decided names per row (each a
+        {task: ...} mapping with several tasks)."""
         feed = {name: batch[name].cpu().numpy() for name in self.inputs}
-        probabilities, decisions = self.session.run(["probabilities", "decisions"], feed)
-        output = {"probabilities": torch.from_numpy(probabilities),
-                  "labels": self.task.names(torch.from_numpy(decisions))}
+        names = [output for outputs in self.outputs.values() for output in outputs]
+        ran = dict(zip(names, self.session.run(names, feed)))
+        probabilities = {name: torch.from_numpy(ran[p]) for name, (p, _) in self.outputs.items()}
+        labels = {name: self.tasks[name].names(torch.from_numpy(ran[d])) for name, (_, d) in self.outputs.items()}
+        output = {"probabilities": probabilities, "labels": labels} if self.multitask else \
+            {"probabilities": probabilities[SINGLE_TASK], "labels": labels[SINGLE_TASK]}
         if "index" in batch:
             output["index"] = batch["index"]
         return output

@@ -1,4 +1,5 @@
-"""Prediction: a trained checkpoint labels texts, from Python (`Predictor`) and from the shell (`headfit-predict`).
+"""Prediction from Python: `Predictor`, a trained checkpoint (or its ONNX export) that labels texts. The shell's
+`headfit-predict` is headfit/predict_cli.py, on top of it.
 
     predictor = Predictor.from_checkpoint("outputs/.../checkpoints/best.ckpt")
     predictor.predict(["a great film", "an awful plot"])
@@ -6,27 +7,19 @@
     predictor.predict_proba(texts)  # (N, num_labels) array, columns in predictor.labels order
     predictor = Predictor.from_onnx("exported-onnx/")  # the same, from an ONNX export: faster on a CPU
 
-    headfit-predict best.ckpt "a great film" "an awful plot"        # texts as arguments
-    headfit-predict best.ckpt --input reviews.csv --text-column review --output predictions.csv
-    cat texts.txt | headfit-predict best.ckpt > predictions.jsonl   # one text a line on stdin
-    headfit-predict exported-onnx/ "a great film"                   # an ONNX export (headfit-export) instead
+A model with several tasks predicts them all in one pass: per text {task: {"label" | "labels", "scores",
+"probabilities"}}, and `predict_proba` gives {task: (N, its num_labels) array}.
 
-The decoding is the model's own (`ClassifierModule.decide`: the fitted temperature, then the task's decision
-with the checkpoint's thresholds; an ONNX export computes the same in its graph), so predictions are the
-decisions training evaluated. Texts are batched in order of length (little padding) and results come back in
-input order.
+The decoding is the model's own (`ClassifierModule.decide_all`: each task's fitted temperature, then its decision
+with the checkpoint's thresholds, made consistent across a label hierarchy when `hparams.hierarchy` says so; an
+ONNX export computes the same in its graph), so predictions are the decisions training evaluated. Texts are
+batched in order of length (little padding) and results come back in input order.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
-import os
 import sys
-import tempfile
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +27,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
-from transformers.utils import logging as transformers_logging
 
-from headfit.data import files
-from headfit.data.checks import FIXES, POLICIES, text_problem
 from headfit.data.sampler import LengthGroupedSampler
 from headfit.encoder import check_max_length, load_tokenizer
-from headfit.errors import HeadfitConfigError, HeadfitDataError, explain
-from headfit.module import ClassifierModule
+from headfit.errors import HeadfitConfigError, HeadfitDataError
+from headfit.module import SINGLE_TASK, ClassifierModule
 from headfit.onnx_model import OnnxModel
+from headfit.predict_cli import main  # noqa: F401 (headfit-predict's entry point, and `python -m headfit.predict`)
 from headfit.task import Task
 
 CHUNK_ROWS = 65536  # texts tokenised and sorted at a time: bounds memory on huge inputs, padding barely changes
@@ -53,22 +44,30 @@ def in_input_order(outputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Merge `trainer.predict` outputs (batches sorted by length, each with `index`) into input order. Outputs
     without `index` (a loader of your own) are kept in the order they came in.
 
-    Returns `{"probabilities": (N, C) tensor, "labels": [name or list of names per row]}`.
+    Returns `{"probabilities": (N, C) tensor, "labels": [name or list of names per row]}`; for a model with
+    several tasks (outputs whose values are {task: ...} mappings), each of the two is such a mapping.
     """
     if not outputs:
         raise HeadfitDataError("no predictions to merge: the list of outputs is empty", where="in_input_order(outputs)",
                                fix="pass what trainer.predict(module, loader) returned, for a loader with rows")
-    probabilities = torch.cat([out["probabilities"] for out in outputs])
-    labels = [label for out in outputs for label in out["labels"]]
     indexed = sum("index" in out for out in outputs)
-    if indexed == 0:  # a loader without `index` (a user's): its batches come in its own order already
-        return {"probabilities": probabilities, "labels": labels}
-    if indexed < len(outputs):
+    if 0 < indexed < len(outputs):
         raise HeadfitDataError(f"{len(outputs) - indexed} of {len(outputs)} outputs have no 'index'",
                                where="the batches of the predict loader",
                                fix="give every batch an 'index' (each row's position), or none of them")
-    order = torch.argsort(torch.cat([out["index"] for out in outputs]))
-    return {"probabilities": probabilities[order], "labels": [labels[i] for i in order.tolist()]}
+    # A loader without `index` (a user's) has its batches in its own order already.
+    order = torch.argsort(torch.cat([out["index"] for out in outputs])).tolist() if indexed else None
+
+    def merged(parts: list[Any], tensors: bool) -> Any:
+        if isinstance(parts[0], Mapping):  # several tasks: each one merged on its own
+            return {name: merged([part[name] for part in parts], tensors) for name in parts[0]}
+        joined = torch.cat(parts) if tensors else [row for part in parts for row in part]
+        if order is None:
+            return joined
+        return joined[order] if tensors else [joined[i] for i in order]
+
+    return {"probabilities": merged([out["probabilities"] for out in outputs], True),
+            "labels": merged([out["labels"] for out in outputs], False)}
 
 
 class Predictor:
@@ -140,41 +139,72 @@ class Predictor:
         return cls(model, tokenizer, batch_size=batch_size, max_length=max_length)
 
     @property
+    def tasks(self) -> dict[str, Task]:
+        """The model's tasks by name; a model with one task has one, called "label"."""
+        return dict(self.module.tasks)
+
+    @property
+    def multitask(self) -> bool:
+        """Whether the model has several tasks (then results, labels and thresholds come per task)."""
+        return bool(self.module.multitask)
+
+    @property
     def task(self) -> Task:
-        return self.module.task
+        """The task of a one-task model (several: `tasks`)."""
+        if self.multitask:
+            raise HeadfitConfigError(f"this model has several tasks {list(self.tasks)}: predictor.task is a one-task "
+                                     f"name", where="predictor.task",
+                                     fix="use predictor.tasks[name] (and predictor.labels[name], "
+                                         "predictor.thresholds[name])")
+        return self.tasks[SINGLE_TASK]
 
     @property
-    def labels(self) -> list[str]:
-        """Label names, in the order of the probability columns."""
-        return list(self.task.labels)
+    def labels(self) -> list[str] | dict[str, list[str]]:
+        """Label names, in the order of the probability columns; with several tasks, {task: its label names}."""
+        return self._flat({name: list(task.labels) for name, task in self.tasks.items()})
 
     @property
-    def thresholds(self) -> dict[str, float]:
-        """The decision thresholds by label name: every label (multilabel), labels[1] (binary), none (multiclass)."""
+    def thresholds(self) -> dict[str, float] | dict[str, dict[str, float]]:
+        """The decision thresholds by label name: every label (multilabel), labels[1] (binary), none (multiclass);
+        with several tasks, {task: its thresholds}."""
         return self.module.thresholds_by_label()
 
     def predict_proba(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, *,
-                      progress: bool | None = None) -> np.ndarray:
-        """(N, num_labels) float32 probabilities, one column per name in `labels`, rows in input order."""
-        return self._run(texts, text_pairs, progress)[0]
+                      progress: bool | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """(N, num_labels) float32 probabilities, one column per name in `labels`, rows in input order; with several
+        tasks, {task: (N, its num_labels) array}."""
+        return self._flat(self._run(texts, text_pairs, progress)[0])
 
     def predict(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, *, top_k: int | None = None,
                 progress: bool | None = None) -> list[dict[str, Any]]:
         """One result per text, in input order: `label` (binary, multiclass) or `labels` (multilabel, a list),
         `scores` ({label name: probability}, every label in label order, or the `top_k` best, best first) and
-        `probabilities` (a (num_labels,) array)."""
+        `probabilities` (a (num_labels,) array). With several tasks, {task: such a result} per text (`top_k` per
+        task)."""
         probabilities, decided = self._run(texts, text_pairs, progress)
-        key = "labels" if self.task.kind == "multilabel" else "label"
-        return [{key: names, "scores": self.scores(row, top_k), "probabilities": row}
-                for names, row in zip(decided, probabilities)]
+        results = {}
+        for name, task in self.tasks.items():
+            key = "labels" if task.kind == "multilabel" else "label"
+            results[name] = [{key: names, "scores": self.scores(row, top_k, task=name), "probabilities": row}
+                             for names, row in zip(decided[name], probabilities[name])]
+        if not self.multitask:
+            return results[SINGLE_TASK]
+        return [{name: results[name][i] for name in self.tasks} for i in range(len(decided[next(iter(decided))]))]
 
-    def scores(self, probabilities: np.ndarray, top_k: int | None = None) -> dict[str, float]:
-        """One row of probabilities as {label name: probability}: all of them, or the top_k best, best first."""
-        order = range(len(self.labels)) if top_k is None else np.argsort(-probabilities, kind="stable")[:top_k]
-        return {self.labels[i]: float(probabilities[i]) for i in order}
+    def scores(self, probabilities: np.ndarray, top_k: int | None = None, *, task: str | None = None) -> dict[str, float]:
+        """One row of probabilities as {label name: probability}: all of them, or the top_k best, best first. With
+        several tasks, `task` says whose row it is."""
+        labels = self.task.labels if task is None else self.tasks[task].labels
+        order = range(len(labels)) if top_k is None else np.argsort(-probabilities, kind="stable")[:top_k]
+        return {labels[i]: float(probabilities[i]) for i in order}
+
+    def _flat(self, per_task: dict[str, Any]) -> Any:
+        """A result per task, as the caller sees it: the one task's own for a one-task model."""
+        return per_task if self.multitask else per_task[SINGLE_TASK]
 
     def _run(self, texts: Sequence[str], text_pairs: Sequence[str] | None,
-             progress: bool | None) -> tuple[np.ndarray, list]:
+             progress: bool | None) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+        """{task: (N, C) probabilities} and {task: the decided names per row}, rows in input order."""
         texts = _checked_texts(texts, "texts")
         pairs = None if text_pairs is None else _checked_texts(text_pairs, "text_pairs")
         if pairs is not None and len(pairs) != len(texts):
@@ -182,15 +212,16 @@ class Predictor:
                                    fix="give one text pair per text")
         if progress is None:
             progress = len(texts) >= PROGRESS_ROWS and sys.stderr.isatty()
-        probabilities, decided = [], []
+        probabilities = {name: [np.zeros((0, task.num_labels), np.float32)] for name, task in self.tasks.items()}
+        decided: dict[str, list] = {name: [] for name in self.tasks}
         with tqdm(total=len(texts), unit="text", disable=not progress, desc="predicting") as bar:
             for start in range(0, len(texts), CHUNK_ROWS):
                 chunk = slice(start, start + CHUNK_ROWS)
                 merged = self._chunk(texts[chunk], None if pairs is None else pairs[chunk], bar)
-                probabilities.append(merged["probabilities"].numpy())
-                decided += merged["labels"]
-        width = len(self.labels)
-        return (np.concatenate(probabilities) if probabilities else np.zeros((0, width), np.float32)), decided
+                for name in self.tasks:
+                    probabilities[name].append(merged["probabilities"][name].numpy())
+                    decided[name] += merged["labels"][name]
+        return {name: np.concatenate(parts) for name, parts in probabilities.items()}, decided
 
     @torch.inference_mode()
     def _chunk(self, texts: list[str], pairs: list[str] | None, bar: tqdm) -> dict[str, Any]:
@@ -204,7 +235,11 @@ class Predictor:
             batch = self.collate([{key: encoded[key][i] for key in columns} for i in index.tolist()])
             batch = {key: value.to(self.module.device) for key, value in batch.items()}
             output = self.module.predict_step({**batch, "index": index}, len(outputs))
-            outputs.append({**output, "probabilities": output["probabilities"].float().cpu()})
+            if not self.multitask:  # one task: its outputs are the task's own, unnamed
+                output = {**output, "probabilities": {SINGLE_TASK: output["probabilities"]},
+                          "labels": {SINGLE_TASK: output["labels"]}}
+            probabilities = {name: p.float().cpu() for name, p in output["probabilities"].items()}
+            outputs.append({**output, "probabilities": probabilities})
             bar.update(len(index))
         return in_input_order(outputs)
 
@@ -240,223 +275,6 @@ def _encoder_tokenizer(module: ClassifierModule, path: Path) -> PreTrainedTokeni
             f"{module.hparams.encoder!r}, cannot be loaded", where="checkpoint, hparams.encoder",
             fix="give the tokenizer: Predictor.from_checkpoint(path, tokenizer=<name or directory>), or "
                 "headfit-predict --tokenizer <name or directory>") from None
-
-
-# ---- the command line ---------------------------------------------------------------------------------
-
-INPUT_FORMATS = {".txt": "txt", ".text": "txt", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
-                 ".ndjson": "jsonl", ".json": "jsonl"}
-
-
-def read_inputs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
-    """Rows to predict in headfit's raw layout (`line`, `text`, `text_pair`, `label` = the id as JSON, `problem`)
-    from the arguments, a file or stdin; and the name errors use for their place."""
-    if args.texts and args.input:
-        raise HeadfitConfigError("texts given both as arguments and with --input", where="command line",
-                                 fix="give texts as arguments, or a file with --input, not both")
-    if args.texts:
-        return [{"line": n, "text": text, "text_pair": None, "label": "null", "problem": ""}
-                for n, text in enumerate(args.texts, start=1)], "argument"
-    if args.input in (None, "-"):
-        if args.input is None and sys.stdin.isatty():
-            raise HeadfitConfigError("no texts to predict", where="command line",
-                                     fix="give texts as arguments, a file with --input FILE, or pipe them in "
-                                         "(one text a line)")
-        with tempfile.TemporaryDirectory() as directory:  # the file readers read paths: stdin goes through one
-            path = Path(directory) / f"stdin.{args.input_format or 'txt'}"
-            path.write_bytes(sys.stdin.buffer.read())
-            return list(_read_file(path, args.input_format or "txt", args)), "<stdin>"
-    path = Path(args.input).expanduser()
-    if not path.is_file():
-        raise HeadfitConfigError(f"no such file: {path}", where="--input", fix="check the path")
-    input_format = args.input_format or INPUT_FORMATS.get(path.suffix.lower())
-    if input_format is None:
-        raise HeadfitConfigError(f"cannot tell the format of {path} from its suffix {path.suffix!r}",
-                                 where="--input", fix="use a .txt (one text a line), .csv, .tsv or .jsonl file, or "
-                                                      "say which with --input-format")
-    return list(_read_file(path, input_format, args)), str(path)
-
-
-def _read_file(path: Path, input_format: str, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    if input_format == "txt":
-        if args.text_column is not None or args.id_column is not None or args.text_pair_column is not None:
-            raise HeadfitConfigError("a .txt input has one text a line and no columns", where="--input-format txt",
-                                     fix="drop --text-column / --id-column / --text-pair-column, or use a CSV, TSV "
-                                         "or JSONL file")
-        return files.read_lines(str(path))
-    text = args.text_column if args.text_column is not None else ("text" if args.header else 0)
-    if input_format == "jsonl":
-        keys = files.jsonl_keys(path)
-        for option, key in [("--text-column", text), ("--text-pair-column", args.text_pair_column),
-                            ("--id-column", args.id_column)]:
-            if key is not None and key not in keys:
-                raise HeadfitConfigError(f"{path} has no key {key!r}; its rows have {keys}", where=option,
-                                         fix=f"set {option} to one of {keys}")
-        # The id column travels in the readers' label slot: prediction input has no labels.
-        return files.read_jsonl(str(path), text, args.text_pair_column, args.id_column, None)
-    delimiter = {"csv": ",", "tsv": "\t"}[input_format]
-    head = files.header_of(path, args.header, delimiter)
-    position = {option: files.resolve_column(column, head, path, option, header_key="drop --no-header")
-                for option, column in [("--text-column", text), ("--text-pair-column", args.text_pair_column),
-                                       ("--id-column", args.id_column)] if column is not None}
-    return files.read_delimited(str(path), args.header, position["--text-column"],
-                                position.get("--text-pair-column"), position.get("--id-column"), None, delimiter)
-
-
-def apply_bad_row_policy(rows: list[dict[str, Any]], name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Stop at the first bad row (empty text, unreadable line), or skip them and say which on stderr."""
-    bad = []
-    for row in rows:
-        problem = text_problem(row["text"], row["problem"])
-        row["column"] = "text" if problem and not row["problem"] else None
-        if not problem and args.text_pair_column is not None:
-            problem, row["column"] = text_problem(row["text_pair"] or ""), "text_pair"
-        row["problem"] = problem
-        if problem:
-            bad.append(row)
-    if bad and args.on_bad_row == "error":
-        row = bad[0]
-        reason, message = row["problem"].split(": ", 1)
-        raise HeadfitDataError(message, where=_where(name, row["line"], row["column"], args),
-                               fix=f"{FIXES[reason]}; or pass --on-bad-row skip to skip bad rows (listed on stderr)")
-    if bad:
-        reasons = Counter(row["problem"].split(": ", 1)[0] for row in bad)
-        print(f"headfit-predict: skipped {len(bad)} of {len(rows)} rows "
-              f"({', '.join(f'{reason}: {n}' for reason, n in reasons.most_common())}):", file=sys.stderr)
-        for row in bad:
-            print(f"  {_where(name, row['line'], None, args)}: {row['problem']}", file=sys.stderr)
-    return [row for row in rows if not row["problem"]]
-
-
-def _where(name: str, line: int, column: str | None, args: argparse.Namespace) -> str:
-    if name == "argument":
-        return f"text argument {line}"
-    option = {"text": args.text_column, "text_pair": args.text_pair_column}.get(column)
-    return f"{name}:{line}" + (f", column {option!r}" if column and option is not None else "")
-
-
-def output_rows(predictor: Predictor, rows: list[dict[str, Any]], args: argparse.Namespace) -> Iterator[dict]:
-    """One output record per input row, in input order: line, [id], [text], label(s), scores."""
-    texts = [row["text"] for row in rows]
-    pairs = [row["text_pair"] for row in rows] if args.text_pair_column is not None else None
-    for row, result in zip(rows, predictor.predict(texts, pairs, top_k=args.top_k, progress=args.progress)):
-        record: dict[str, Any] = {"line": row["line"]}
-        if args.id_column is not None:
-            record["id"] = json.loads(row["label"])
-        if args.include_text:
-            record["text"] = row["text"]
-        key = "labels" if "labels" in result else "label"
-        record[key] = result[key]
-        record["scores"] = {name: _rounded(p) for name, p in result["scores"].items()}
-        yield record
-
-
-def _rounded(probability: float) -> float:
-    return float(f"{probability:.6g}")  # float32 holds about 7 significant digits; 6 read well and lose nothing real
-
-
-def write_jsonl(records: Iterator[dict], stream) -> None:
-    for record in records:
-        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def write_csv(records: Iterator[dict], stream, predictor: Predictor, args: argparse.Namespace) -> None:
-    """Columns: line, [id], [text], label or labels (joined with ','), then score_<label> for every label, or
-    top1, top1_score, ... for --top-k."""
-    key = "labels" if predictor.task.kind == "multilabel" else "label"
-    header = ["line", *(["id"] if args.id_column is not None else []), *(["text"] if args.include_text else []), key]
-    if args.top_k is None:
-        header += [f"score_{name}" for name in predictor.labels]
-    else:
-        header += [f"top{k}{suffix}" for k in range(1, min(args.top_k, len(predictor.labels)) + 1)
-                   for suffix in ("", "_score")]
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(header)
-    for record in records:
-        decided = ",".join(record[key]) if key == "labels" else record[key]
-        fixed = [record["line"], *([record["id"]] if args.id_column is not None else []),
-                 *([record["text"]] if args.include_text else []), decided]
-        scores = record["scores"].items()
-        writer.writerow(fixed + ([p for _, p in scores] if args.top_k is None else [v for top in scores for v in top]))
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="headfit-predict", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Label texts with a trained headfit checkpoint (or its ONNX export). Texts come from arguments, a file (--input: "
-                    ".txt one text a line, or .csv/.tsv/.jsonl with a text column) or stdin (one text a line, or "
-                    "--input-format). Writes one JSONL record (or CSV row) per input, in input order.",
-        epilog="examples:\n"
-               "  headfit-predict best.ckpt \"a great film\" \"an awful plot\"\n"
-               "  headfit-predict best.ckpt --input reviews.csv --text-column review --output predictions.csv\n"
-               "  cat texts.txt | headfit-predict best.ckpt --top-k 3 > predictions.jsonl\n"
-               "  headfit-predict exported-onnx/ --input texts.txt   # an ONNX export: faster on a CPU")
-    parser.add_argument("checkpoint", help="a .ckpt written by headfit-train (checkpoints/best.ckpt), or an ONNX "
-                                           "export: the directory headfit-export --format onnx wrote, or its "
-                                           "model.onnx (faster on a CPU)")
-    parser.add_argument("texts", nargs="*", help="texts to label (or use --input, or stdin)")
-    parser.add_argument("-i", "--input", help="a .txt, .csv, .tsv or .jsonl file; '-' for stdin")
-    parser.add_argument("--input-format", choices=["txt", "csv", "tsv", "jsonl"],
-                        help="the input's format when its suffix does not say it (stdin: txt)")
-    parser.add_argument("--text-column", help="CSV/TSV column name or 0-based position, or JSONL key (default: "
-                                              "text; 0 with --no-header)")
-    parser.add_argument("--text-pair-column", help="a second text column, for models trained on text pairs")
-    parser.add_argument("--id-column", help="a column copied to the output as `id`")
-    parser.add_argument("--no-header", dest="header", action="store_false",
-                        help="the CSV/TSV file has no header row (name columns by position)")
-    parser.add_argument("-o", "--output", help="output file (default: stdout)")
-    parser.add_argument("--output-format", choices=["jsonl", "csv"],
-                        help="default: csv for an --output ending in .csv, else jsonl")
-    parser.add_argument("--top-k", type=int, help="write the k most probable labels' scores instead of all")
-    parser.add_argument("--include-text", action="store_true", help="copy each input text to the output")
-    parser.add_argument("--on-bad-row", choices=POLICIES, default="error",
-                        help="error (default): stop at the first empty or unreadable row, naming its line; "
-                             "skip: skip them and list them on stderr")
-    parser.add_argument("--tokenizer", help="a tokenizer name or directory, for checkpoints saved without one (or "
-                                            "an ONNX model without its tokenizer files)")
-    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
-    parser.add_argument("--max-length", type=int, help="truncate texts to this many tokens (default: as in training)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available for a checkpoint, "
-                                         "cpu for an ONNX export)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"a progress bar on stderr (default: on a terminal, for {PROGRESS_ROWS}+ texts)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_intermixed_args(argv)  # texts may come after options: `... --top-k 2 "a text"`
-    for option in ("text_column", "text_pair_column", "id_column"):  # CSV/TSV positions are numbers
-        value = getattr(args, option)
-        if value is not None and value.isdigit() and not args.header:
-            setattr(args, option, int(value))
-    if args.top_k is not None and args.top_k < 1:
-        parser.error("--top-k must be at least 1")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    transformers_logging.disable_progress_bar()  # transformers' bars for loading and saving weights
-    try:
-        rows, name = read_inputs(args)
-        rows = apply_bad_row_policy(rows, name, args)
-        predictor = Predictor.load(args.checkpoint, tokenizer=args.tokenizer, batch_size=args.batch_size,
-                                   max_length=args.max_length, device=args.device)
-        output_format = args.output_format or ("csv" if (args.output or "").lower().endswith(".csv") else "jsonl")
-        stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
-        try:
-            records = output_rows(predictor, rows, args)
-            if output_format == "csv":
-                write_csv(records, stream, predictor, args)
-            else:
-                write_jsonl(records, stream)
-        finally:
-            if args.output:
-                stream.close()
-    except Exception as error:
-        explained = explain(error)  # None: a bug, whose traceback is shown
-        if explained is None or args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"headfit-predict: {explained}", file=sys.stderr)  # the user's to fix: what, where, how
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -160,6 +160,11 @@ def build_trainer(options: DictConfig, **arguments) -> pl.Trainer:
                 "a key the config does not list is added with +trainer.<key>=") from None
 
 
+def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
+    """`model.save_decisions(checkpoint)`, by its earlier name."""
+    model.save_decisions(checkpoint)
+
+
 # tasks.<name>.<key>: the keys the data module reads (the rest are the model's: head, weight, loss and decision keys)
 DATA_KEYS = ("label_column", "label_columns", "label_delimiter", "labels_file", "kind", "labels", "num_labels",
              "missing", "parent_of", "groups")
