@@ -5,7 +5,7 @@ The same command as `headfit-export`; the code lives in headfit/export.py.
 
 import sys
 
-from headfit.export import main
+from headfit.export_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 The same job as the `headfit-train` command. The job itself lives in headfit/train.py; the configs in conf/.
 """
 
-from headfit.cli import train
+from headfit.train_cli import train
 
 if __name__ == "__main__":
     train()

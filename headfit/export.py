@@ -24,12 +24,10 @@ headfit makes from the graph's logits, else the command stops and says so.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
 import logging
-import os
 import sys
 import tempfile
 import warnings
@@ -41,15 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
-from transformers.utils import logging as transformers_logging
 
 from headfit import __version__
-from headfit.errors import HeadfitConfigError, HeadfitError, HeadfitOutputError, chain, explain, unwritable
+from headfit.errors import HeadfitConfigError, HeadfitError, HeadfitOutputError, chain, unwritable
+from headfit.export_cli import FORMATS
 from headfit.heads import Head
 from headfit.module import SINGLE_TASK, ClassifierModule
 from headfit.predict import Predictor
 
-FORMATS = ("hf", "onnx")
 ONNX_OUTPUTS = ("probabilities", "decisions", "logits")
 PROBE = ["headfit", "an export check with a few more words, so that the rows of the batch differ in length",
          "a third probe: a short one"]
@@ -351,33 +348,10 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="headfit-export", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Export a headfit checkpoint as a Hugging Face model directory (--format hf) or an ONNX graph "
-                    "(--format onnx). See docs/predict.md for which heads each format can hold.",
-        epilog="examples:\n  headfit-export best.ckpt --format hf exported-hf/\n"
-               "  headfit-export best.ckpt --format onnx exported-onnx/")
-    parser.add_argument("checkpoint", help="a .ckpt written by headfit-train (checkpoints/best.ckpt)")
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="the directory to write")
-    parser.add_argument("--tokenizer", help="a tokenizer name or directory, for checkpoints saved without one")
-    parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    parser.add_argument("--overwrite", action="store_true", help="write into an OUT_DIR that is not empty")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
-    transformers_logging.disable_progress_bar()  # transformers' bars for loading and saving weights
-    try:
-        written = export(args.checkpoint, args.format, args.out_dir, tokenizer=args.tokenizer, opset=args.opset,
-                         overwrite=args.overwrite)
-    except Exception as error:
-        explained = explain(error)  # None: a bug, whose traceback is shown
-        if explained is None or args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"headfit-export: {explained}", file=sys.stderr)  # the user's to fix: what, where, how
-        return 1
-    print(f"wrote {written['dir']}: {', '.join(written['files'])}; probabilities match headfit's within "
-          f"{written['max_abs_difference']:.1e} on the probe texts")
-    return 0
+    """headfit-export (its command line lives in headfit/export_cli.py, light to start)."""
+    from headfit.export_cli import main as command
+
+    return command(argv)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def test_headfit_train_answers_help_without_importing_torch(flags):
     import subprocess
     import sys
 
-    script = ("import sys; sys.argv = ['headfit-train', *sys.argv[1:]]; from headfit.cli import train; train(); "
+    script = ("import sys; sys.argv = ['headfit-train', *sys.argv[1:]]; from headfit.train_cli import train; train(); "
               "print('heavy:', sorted(m for m in ('torch', 'pytorch_lightning', 'transformers', 'datasets') "
               "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script, *flags], capture_output=True, text=True, timeout=120)
@@ -147,3 +147,15 @@ def test_headfit_train_answers_help_without_importing_torch(flags):
     assert done.stdout.strip().splitlines()[-1] == "heavy: []"
     assert ("== Configuration groups" in done.stdout) == (flags[0] == "--help")
     assert "optimized_metric:" in done.stdout and ("emotion:" in done.stdout) == (len(flags) == 2 and "=" in flags[1])
+
+
+@pytest.mark.parametrize("command", ["headfit.export_cli", "headfit.predict_cli", "headfit.eval"])
+def test_the_other_commands_answer_help_without_importing_torch(command):
+    import subprocess
+    import sys
+
+    script = (f"import sys; from {command} import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+              "print('heavy:', sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage: headfit-" in done.stdout and done.stdout.strip().splitlines()[-1] == "heavy: []"

@@ -1,7 +1,6 @@
-"""The console commands' entry points, light to start: `headfit-train --help` (and Hydra's other answers that run
-nothing: --cfg, --info, --hydra-help, --shell-completion) composes the configs without importing torch, Lightning,
-transformers or datasets; any other call runs the command's own `main` (headfit/train.py, predict.py, export.py,
-eval.py). `python train.py` goes through here too."""
+"""headfit-train's entry point, light to start: `--help` (and Hydra's other answers that run nothing: --cfg,
+--info, --hydra-help, --shell-completion) composes the configs without importing torch, Lightning, transformers or
+datasets; any other call runs the training job (headfit/train.py's `main`). `python train.py` comes here too."""
 
 from __future__ import annotations
 
