@@ -27,6 +27,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from headfit.checkpoint import keep_earlier_metrics, resolve_ckpt_path
 from headfit.configs import config_dir
+from headfit.data.tasks import DATA_KEYS
 from headfit.distributed import end_ranks, launch_ranks_on_this_job
 from headfit.encoder import check_max_length, encoder_config
 from headfit.errors import HeadfitConfigError, chain, explain
@@ -165,13 +166,9 @@ def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
     model.save_decisions(checkpoint)
 
 
-# tasks.<name>.<key>: the keys the data module reads (the rest are the model's: head, weight, loss and decision keys)
-DATA_KEYS = ("label_column", "label_columns", "label_delimiter", "labels_file", "kind", "labels", "num_labels",
-             "missing", "parent_of", "groups")
-
-
 def data_options(tasks: DictConfig) -> dict[str, dict]:
-    """Each task's data keys (DATA_KEYS), for the data module."""
+    """Each task's data keys (headfit.data.tasks.DATA_KEYS), for the data module; the rest of a task's keys are
+    the model's (head, weight, loss and decision keys)."""
     return {name: {key: value for key, value in (options or {}).items() if key in DATA_KEYS}
             for name, options in OmegaConf.to_container(tasks, resolve=True).items()}
 
