@@ -206,3 +206,14 @@ def test_a_multitask_run_end_to_end_writes_every_task_and_reloads(tmp_path, tiny
     assert list(loaded.tasks) == ["sentiment", "topic", "area"] and loaded.tasks["area"].labels == ("leisure", "weather")
     assert loaded.decisions["topic"].thresholds.tolist() == pytest.approx(
         list(metrics["decisions"]["topic"]["thresholds"].values()))
+
+
+def test_a_sweep_can_monitor_one_task_or_the_mean(tiny_encoder):
+    from headfit.train import check_monitor
+
+    model = module(tiny_encoder)
+    for metric in ("val/mean_macro_f1", "val/topic/macro_f1", "val/sentiment/accuracy", "val/topic/loss"):
+        check_monitor(metric, model)
+    with pytest.raises(HeadfitConfigError, match="val/mean_macro_f1") as error:
+        check_monitor("val/macro_f1", model)  # one task's name: the message lists the valid ones
+    assert "tasks ['sentiment', 'topic']" in error.value.problem
