@@ -61,9 +61,11 @@ class Decisions(nn.Module):
         count, labels = self.task.num_thresholds, self.task.labels
         return dict(zip(labels[len(labels) - count:] if count else (), self.thresholds.tolist()))
 
-    def fit(self, logits: Tensor, targets: Tensor) -> dict[str, Any]:
+    def fit(self, logits: Tensor, targets: Tensor, forced: Tensor | None = None) -> dict[str, Any]:
         """Fit the temperature (calibrate) and the thresholds (when tuned) on validation logits and targets; log
-        and return what changed."""
+        and return what changed. `forced` (multilabel, (N, C) bool): decisions the labels will get whatever their
+        threshold (a hierarchy's consistent decoding adds the parents of predicted child labels): the thresholds
+        are tuned for the decisions as they will be made, those included."""
         task, summary, who = self.task, {}, f"{self.name}: " if self.name else ""
         if self.calibrate:
             before = calibration_error(task, task.probabilities(logits), targets)
@@ -75,6 +77,8 @@ class Decisions(nn.Module):
         if not self.tunes_thresholds:
             return summary
         probabilities = task.probabilities(logits / self.temperature)
+        if forced is not None:  # a forced decision is one no threshold below 1 can undo
+            probabilities = torch.maximum(probabilities, forced.to(probabilities.dtype))
         tuned, per_label = tune_thresholds(task, probabilities, targets, **self.guards)
         self.thresholds.copy_(tuned)
         summary.update(thresholds={name: round(value, 4) for name, value in self.by_label().items()},

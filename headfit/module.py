@@ -465,8 +465,35 @@ class ClassifierModule(pl.LightningModule):
         """Fit each task's temperature (calibrate) and thresholds (tuned; the default for multilabel) on its
         labelled validation rows (`collected("val")`, or one task's logits and targets); log and return what
         changed (per task with several)."""
-        outputs = self.outputs_of(logits, targets)
-        return self._flat({name: self.decisions[name].fit(*labelled_rows(outputs[name])) for name in self.tasks})
+        outputs, fitted = self.outputs_of(logits, targets), {}
+        for name in self._fitting_order():
+            _, _, labelled = outputs[name]
+            forced = self._forced_by_children(name, outputs)
+            fitted[name] = self.decisions[name].fit(*labelled_rows(outputs[name]),
+                                                    None if forced is None else forced[labelled])
+        return self._flat({name: fitted[name] for name in self.tasks})
+
+    def _fitting_order(self) -> list[str]:
+        """The tasks, each child before its parents (the hierarchies run finest first)."""
+        order = [name for name in self.tasks if all(link.parent != name for link in self.hierarchies)]
+        for link in self.hierarchies:
+            order += [link.parent] if link.parent not in order else []
+        return order
+
+    def _forced_by_children(self, name: str, outputs: Mapping[str, Any]) -> Tensor | None:
+        """Under consistent decoding, the labels of multilabel task `name` its predicted child labels bring along
+        (N, C) bool, from the children's fitted decisions; None when nothing is forced."""
+        links = [link for link in self.hierarchies if link.parent == name]
+        if self.hparams.hierarchy != "consistent" or not links or self.tasks[name].single_label:
+            return None
+        logits = {task: output[0] for task, output in outputs.items()}
+        decided = self.decide_all(logits)  # the children are fitted already (_fitting_order)
+        forced = None
+        for link in links:
+            child = self.tasks[link.child].multi_hot(decided[link.child][1]).float()
+            brought = (child @ link.membership.to(child.device).float()) > 0
+            forced = brought if forced is None else forced | brought
+        return forced
 
     def threshold_comparison(self, logits: Tensor | Mapping[str, Any], targets: Tensor | None = None,
                              split: str = "val") -> dict[str, float]:

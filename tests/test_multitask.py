@@ -217,3 +217,26 @@ def test_a_sweep_can_monitor_one_task_or_the_mean(tiny_encoder):
     with pytest.raises(HeadfitConfigError, match="val/mean_macro_f1") as error:
         check_monitor("val/macro_f1", model)  # one task's name: the message lists the valid ones
     assert "tasks ['sentiment', 'topic']" in error.value.problem
+
+
+def test_a_parent_s_thresholds_are_tuned_for_the_decisions_its_children_force(tiny_encoder):
+    """Under consistent decoding a predicted child label brings its parent along; the parent's thresholds are
+    tuned with those decisions in, so its own head does not add what its children already decide."""
+    tasks = {"fine": {"labels": FINE, "kind": "multilabel", "head": "sigmoid", "min_positives": 1},
+             "coarse": {"labels": list(GROUPS), "kind": "multilabel", "head": "sigmoid", "parent_of": "fine",
+                        "groups": GROUPS, "min_positives": 1, "min_auroc": 0.0}}
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.rand(400, 4, generator=generator) < 0.3
+    coarse_truth = (truth.float() @ torch.tensor([[1., 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])) > 0
+    fine_logits = torch.where(truth, 4.0, -4.0)  # the fine head is right: it decides every coarse label by itself
+    coarse_logits = torch.where(coarse_truth, 1.0, -1.0) + torch.randn(400, 3, generator=generator) * 1.5
+    outputs = {"fine": (fine_logits, truth.float(), torch.ones(400, dtype=torch.bool)),
+               "coarse": (coarse_logits, coarse_truth.float(), torch.ones(400, dtype=torch.bool))}
+    consistent = module(tiny_encoder, tasks=tasks)
+    consistent.fit_decisions(outputs)
+    independent = module(tiny_encoder, tasks=tasks, hierarchy="independent")
+    independent.fit_decisions(outputs)
+    # with the children's decisions forced in, any firing of the noisy coarse head only adds false positives
+    assert (consistent.decisions["coarse"].thresholds >= independent.decisions["coarse"].thresholds).all()
+    decided = consistent.decide_all({"fine": fine_logits, "coarse": coarse_logits})["coarse"][1].bool()
+    assert torch.equal(decided, coarse_truth)
