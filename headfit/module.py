@@ -179,6 +179,9 @@ class ClassifierModule(pl.LightningModule):
         # max_length its texts were truncated to in training (None: unknown).
         self.tokenizer = None
         self.max_length: int | None = None
+        # How the data module cut long documents into windows ({"long_text": "chunk", "max_length", "chunk_stride",
+        # "max_chunks"}), saved in checkpoints so that prediction windows a text as training did; None: truncated.
+        self.chunking: dict[str, Any] | None = None
 
     # ---- tasks ----------------------------------------------------------------------------------
 
@@ -287,6 +290,15 @@ class ClassifierModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.tokenizer is None and hasattr(getattr(datamodule, "tokenizer", None), "save_pretrained"):
             self.tokenizer, self.max_length = datamodule.tokenizer, getattr(datamodule, "max_length", None)
+            self.chunking = getattr(datamodule, "chunking", None)
+        if hasattr(datamodule, "chunking") and (datamodule.chunking is not None) != bool(self.aggregations):
+            raise HeadfitConfigError(
+                "the data module " + ("cuts documents into windows but the model aggregates none"
+                                      if datamodule.chunking is not None else "truncates texts but the model "
+                                                                              "aggregates windows"),
+                where="data.long_text, model.chunk_aggregation",
+                fix="build the model with chunk_aggregation='mean' (or max, attention) exactly when the data module "
+                    "has long_text='chunk' (headfit-train does)")
         check_max_length(getattr(datamodule, "max_length", None), self.encoder.config, "the data module's max_length")
 
     @classmethod
@@ -307,6 +319,8 @@ class ClassifierModule(pl.LightningModule):
                  if self.multitask else {"labels": list(self.task.labels), "kind": self.task.kind})
         if self.tokenizer is not None:
             saved.update(tokenizer=tokenizer_files(self.tokenizer), max_length=self.max_length)
+        if self.chunking is not None:
+            saved["chunking"] = dict(self.chunking)
         checkpoint[CHECKPOINT_KEY] = saved
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -343,6 +357,7 @@ class ClassifierModule(pl.LightningModule):
                         state[new + key[len(old):] if old.endswith(".") else new] = state.pop(key)
         if self.tokenizer is None and "tokenizer" in saved:
             self.tokenizer, self.max_length = tokenizer_from_files(saved["tokenizer"]), saved.get("max_length")
+        self.chunking = saved.get("chunking", self.chunking)
 
     # ---- steps ----------------------------------------------------------------------------------
 
