@@ -1,9 +1,10 @@
 """Lightning's per-run noise, kept off a headfit user's terminal while a job runs (`verbose=true` shows it).
 
-Three notes Lightning prints on every run say nothing about the user's run: the tip to install `litlogger`, the
-`LeafSpec` deprecation raised from Lightning's own code, and "`weights_only` was not set" on every checkpoint save
-(headfit's checkpoints hold plain values and load with weights_only anyway); and the TPU line on machines without
-one. `quiet_lightning()` drops exactly those, only while the job runs: the user's process keeps its logging and
+Notes Lightning prints on every run say nothing about the user's run: the tip to install `litlogger`, the
+`LeafSpec` deprecation raised from Lightning's own code, "`weights_only` was not set" on every checkpoint save
+(headfit's checkpoints hold plain values and load with weights_only anyway), the TPU line on machines without
+one, and that the module's `on_before_batch_transfer` (headfit's label check) is used although a data module is
+passed (which is what headfit wants). `quiet_lightning()` drops exactly those, only while the job runs: the user's process keeps its logging and
 warning settings afterwards. Everything else Lightning says, and all of headfit's own logs, stay.
 """
 
@@ -36,6 +37,8 @@ def quiet_lightning(verbose: bool = False) -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # a FutureWarning
+            warnings.filterwarnings("ignore", message=r"You have overridden `on_before_batch_transfer` in "
+                                                      r"`LightningModule` but have passed in a")
             yield
     finally:
         for logger in loggers:
