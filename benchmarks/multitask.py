@@ -12,8 +12,8 @@ its own (cold) token cache:
     ekman        experiment=goemotions_minilm on TSVs this script writes, whose label column is the Ekman level
     sentiment    the same for the sentiment level
 
-Per level: test macro-F1 with the thresholds tuned on dev, from each run's metrics.json (`test/macro_f1_tuned`;
-three-head: `test/<task>/macro_f1_tuned`), and the same recomputed from the best checkpoint's predictions. Per
+Per level: test macro-F1 with the thresholds tuned on dev, from each run's metrics.json (`test/macro_f1`;
+three-head: `test/<task>/macro_f1`, with its consistent decoding), and the same recomputed from the best checkpoint's predictions. Per
 run: the training job's wall time, and its fit time from train.log ("training done: ... in ..."). Prediction:
 texts/s of `Predictor.from_checkpoint(best).predict(test texts)`, one timed pass after a one-batch warm-up; the
 three-head model predicts all three levels in one pass, the single-level models' times are summed. Hierarchy:
@@ -171,14 +171,16 @@ def fit_seconds(run_dir: Path) -> float | None:
 
 
 def test_f1(metrics: dict[str, Any], task: str | None) -> tuple[float | None, str]:
-    """Test macro-F1 (percent) with the tuned thresholds, and the metrics.json key it came from. The fallback,
-    `test/[<task>/]macro_f1`, is the test metric at the fitted decisions: for multilabel, the tuned thresholds too."""
+    """Test macro-F1 (percent) of the model's own decisions (the thresholds tuned on dev; for the three-head model,
+    with its decision.hierarchy decoding), and the metrics.json key it came from: `test/[<task>/]macro_f1`, logged
+    by the test loop after the decisions were fitted. (`..._tuned` compares thresholds for each head alone, before
+    any hierarchy: for one task the same number.)"""
     prefix = f"test/{task}/" if task else "test/"
     test = metrics.get("test") or {}
-    for key in (f"{prefix}macro_f1_tuned", f"{prefix}macro_f1"):
+    for key in (f"{prefix}macro_f1", f"{prefix}macro_f1_tuned"):
         if key in test:
             return 100 * test[key], key
-    return None, f"{prefix}macro_f1_tuned (missing)"
+    return None, f"{prefix}macro_f1 (missing)"
 
 
 # ---- prediction -------------------------------------------------------------------------------------
