@@ -11,6 +11,12 @@ Batches are `dict(input_ids, attention_mask, [token_type_ids], labels, index)`, 
 row; training batches group rows of similar length (sampler.py), evaluation batches are sorted by length;
 `index` is each row's position in its split, so predictions can be put back in the input order.
 
+Long documents (`long_text=chunk`, tokenize.py): a row holds its windows, and a batch holds whole documents:
+`input_ids` (all its documents' windows, padded to the longest window), `attention_mask`, `token_type_ids`,
+`chunk_counts` (windows per document, in batch order), and `labels` and `index` per document. With
+`max_chunks_per_batch`, batches are cut by windows as well as documents (sampler.ChunkBoundedSampler); without
+it, as above, `batch_size` documents a batch.
+
 Several tasks (`tasks`, tasks.py): steps 3 and 4 run per task, each row gets `label_ids.<task>` and
 `labelled.<task>`, and batches carry `labels` and `labelled` as {task: tensor}. Without `tasks` the one task
 is unnamed and its rows and batches are as they always were (`label_ids`; `labels` a tensor).
@@ -37,11 +43,11 @@ from transformers import DataCollatorWithPadding
 
 from headfit.data import options
 from headfit.data.checks import check_rows, first_unreadable
-from headfit.data.sampler import LengthGroupedSampler
+from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
 from headfit.data.sources import Columns, Source, TaskColumns, column, load_source, select
 from headfit.data.split import random_subset, stratified_split
 from headfit.data.tasks import TaskData, derivation_order, read_tasks, with_groups
-from headfit.data.tokenize import report_lengths, tokenize
+from headfit.data.tokenize import report_chunks, report_lengths, tokenize
 from headfit.encoder import load_tokenizer
 from headfit.errors import HeadfitConfigError
 from headfit.labels import LabelSpace, is_missing
@@ -49,6 +55,7 @@ from headfit.labels import LabelSpace, is_missing
 log = logging.getLogger(__name__)
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+WINDOW_COLUMNS = ("input_ids", "token_type_ids")  # long_text=chunk: one list per window
 
 
 class TextClassificationDataModule(pl.LightningDataModule):
@@ -90,6 +97,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
         encoding: str = "utf-8",
         max_record_lines: int = 100,
         tasks: Mapping[str, Mapping[str, Any]] | None = None,
+        long_text: str = "truncate",
+        chunk_stride: int = 32,
+        max_chunks: int = 16,
+        max_chunks_per_batch: int | None = None,
     ):
         super().__init__()
         self.tokenizer_name = tokenizer
@@ -112,6 +123,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.group_by_length, self.num_workers, self.pin_memory = group_by_length, num_workers, pin_memory
         self.seed, self.cache_dir, self.report_dir = seed, cache_dir, report_dir
+        self.long_text, self.chunk_stride, self.max_chunks = long_text, chunk_stride, max_chunks
+        self.max_chunks_per_batch = max_chunks_per_batch
+        self._told_oversized: set[str] = set()  # splits whose documents above max_chunks_per_batch were logged
         # The one task the top-level keys set; `tasks` (several, named: tasks.py) replaces it in setup().
         self.single_task = TaskData(None, label_column=label_column, label_columns=label_columns,
                                     label_delimiter=label_delimiter, labels_file=labels_file, kind=kind,
@@ -128,7 +142,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
                             max_train_rows=max_train_rows, val_fraction=val_fraction, has_val=bool(val_path),
                             on_bad_row=on_bad_row, num_workers=num_workers, seed=seed, header=header,
                             group_by_length=group_by_length, pin_memory=pin_memory, label_delimiter=label_delimiter,
-                            encoding=encoding, max_record_lines=max_record_lines)
+                            encoding=encoding, max_record_lines=max_record_lines, long_text=long_text,
+                            chunk_stride=chunk_stride, max_chunks=max_chunks, max_chunks_per_batch=max_chunks_per_batch,
+                            has_text_pair=text_pair_column is not None)
 
     # ---- what the model needs to know -----------------------------------------------------------
 
@@ -144,6 +160,14 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def label_counts(self) -> list[int]:
         """Training rows per label (for class_weights=balanced)."""
         return self._space().counts(column(self.datasets["train"], "label_ids"))
+
+    @property
+    def chunking(self) -> dict[str, Any] | None:
+        """How long texts become windows, for the model to save and prediction to repeat (None: truncated)."""
+        if self.long_text != "chunk":
+            return None
+        return {"long_text": "chunk", "max_length": self.max_length, "chunk_stride": self.chunk_stride,
+                "max_chunks": self.max_chunks}
 
     @property
     def num_train_rows(self) -> int:
@@ -195,6 +219,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
         if report_dir is not None:  # a rerun into the same run directory starts a fresh list
             (Path(report_dir) / "skipped_rows.jsonl").unlink(missing_ok=True)
         self.tokenizer = load_tokenizer(self.tokenizer_name)
+        if self.long_text == "chunk":
+            options.check_windows(self.tokenizer, self.max_length, self.chunk_stride)
         self.collator = DataCollatorWithPadding(self.tokenizer)
         columns = self._columns(tasks)
         sources = {split: load_source(path, f"data.{split}_path", columns[split], header=self.header,
@@ -202,7 +228,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
                                       hub_config=self.hub_config, encoding=self.encoding,
                                       max_record_lines=self.max_record_lines)
                    for split, path in self.paths.items() if path}
-        tokens = {split: tokenize(source.data, source.fingerprint, self.tokenizer, self.max_length, self.cache_dir, split)
+        chunking = dict(long_text=self.long_text, chunk_stride=self.chunk_stride, max_chunks=self.max_chunks)
+        tokens = {split: tokenize(source.data, source.fingerprint, self.tokenizer, self.max_length, self.cache_dir, split,
+                                  **chunking)
                   for split, source in sources.items()}
         if self.on_bad_row == "error":
             first_unreadable(tokens["train"], sources["train"])
@@ -293,6 +321,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def _report(self, sources: dict[str, Source]) -> None:
         rng = random.Random(self.seed)
         for split, data in self.datasets.items():
+            if self.long_text == "chunk":
+                report_chunks(*(np.asarray(column(data, name)) for name in ("length", "chunks", "chunks_dropped")),
+                              split, self.max_length, self.chunk_stride, self.max_chunks)
+                continue
             sample = rng.sample(range(len(data)), min(len(data), 1000))
             report_lengths(np.asarray(column(data, "length")), split, self.max_length,
                            column(data.select(sample), "text") if sample else [], self.tokenizer)
@@ -342,8 +374,12 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Pad to the longest row of the batch (not to max_length) and attach labels and row indices; several
-        tasks: `labels` and `labelled` (whether a row has that task's label) are {task: tensor}."""
-        batch = self.collator([{key: row[key] for key in MODEL_COLUMNS if key in row} for row in rows])
+        tasks: `labels` and `labelled` (whether a row has that task's label) are {task: tensor}. long_text=chunk:
+        the rows' windows, padded to the longest window, and `chunk_counts` (pad_windows)."""
+        if self.long_text == "chunk":
+            batch = pad_windows(rows, self.collator)
+        else:
+            batch = self.collator([{key: row[key] for key in MODEL_COLUMNS if key in row} for row in rows])
         if self.multitask:
             batch["labels"] = {task.name: task.targets(rows) for task in self.tasks}
             batch["labelled"] = {task.name: torch.tensor([row[task.labelled_column] for row in rows],
@@ -358,10 +394,14 @@ class TextClassificationDataModule(pl.LightningDataModule):
         data = self.datasets[split]
         batch_size = self.batch_size if train else self.eval_batch_size
         trainer = self.trainer
-        sampler = LengthGroupedSampler(
-            column(data, "length") if (self.group_by_length or not train) else [0] * len(data), batch_size,
-            shuffle=train, seed=self.seed, num_replicas=trainer.world_size if trainer else 1,
-            rank=trainer.global_rank if trainer else 0)
+        lengths = column(data, "length") if (self.group_by_length or not train) else [0] * len(data)
+        ranks = dict(num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0)
+        if self.max_chunks_per_batch is None:
+            sampler = LengthGroupedSampler(lengths, batch_size, shuffle=train, seed=self.seed, **ranks)
+        else:  # batches of whole documents, cut by windows too: the sampler yields batches (batch_size=None)
+            sampler = ChunkBoundedSampler(column(data, "chunks"), lengths, batch_size, self.max_chunks_per_batch,
+                                          shuffle=train, seed=self.seed, **ranks)
+            self._tell_oversized(split, sampler)
         accelerated = trainer is not None and trainer.accelerator.__class__.__name__ != "CPUAccelerator"
         workers = self.num_workers if self.num_workers is not None else (min(4, os.cpu_count() or 1)
                                                                           if accelerated else 0)
@@ -369,10 +409,19 @@ class TextClassificationDataModule(pl.LightningDataModule):
         # run, which builds its iterators at other times, would draw different dropout masks.
         rows = _Rows(data, [*MODEL_COLUMNS, *(name for task in self.tasks for name in task.row_columns)])
         return (_ResumableLoader if train else DataLoader)(
-            rows, batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
+            rows, batch_size=batch_size if self.max_chunks_per_batch is None else None, sampler=sampler,
+            collate_fn=self.collate,
             num_workers=workers, persistent_workers=workers > 0,
             pin_memory=self.pin_memory if self.pin_memory is not None else accelerated,
             generator=torch.Generator().manual_seed(self.seed))
+
+    def _tell_oversized(self, split: str, sampler: ChunkBoundedSampler) -> None:
+        if sampler.oversized and split not in self._told_oversized and rank_zero_only.rank == 0:
+            log.warning("%s: %d documents have more windows than data.max_chunks_per_batch=%d (up to %d): each is a "
+                        "batch of its own, above that bound; set data.max_chunks_per_batch to at least %d (or lower "
+                        "data.max_chunks) to bound every batch", split, sampler.oversized, self.max_chunks_per_batch,
+                        int(sampler.chunks.max()), int(sampler.chunks.max()))
+        self._told_oversized.add(split)
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", train=True)
@@ -407,6 +456,17 @@ class TextClassificationDataModule(pl.LightningDataModule):
         return self.test_dataloader()
 
 
+def pad_windows(rows: Sequence[Mapping[str, Any]], collator: DataCollatorWithPadding) -> dict[str, Any]:
+    """Whole documents' windows as one encoder batch: `input_ids` (total windows, L) padded to the longest window
+    (as `collator` pads rows: the tokenizer's padding side), `attention_mask`, `token_type_ids` when the rows have
+    them, and `chunk_counts` (B,) int64, each document's windows, in row order (its windows are consecutive)."""
+    windows = [{key: row[key][w] for key in WINDOW_COLUMNS if key in row}
+               for row in rows for w in range(len(row["input_ids"]))]
+    batch = dict(collator(windows))
+    batch["chunk_counts"] = torch.tensor([len(row["input_ids"]) for row in rows], dtype=torch.long)
+    return batch
+
+
 class _ResumableLoader(DataLoader):
     """The training loader. Lightning warns on a mid-epoch resume unless the loader has `state_dict` and
     `load_state_dict`; this one does resume, from the data module's state, which Lightning restores before the
@@ -433,5 +493,6 @@ class _Rows(torch.utils.data.Dataset):
         columns = self.data[indices]
         return [{**{key: values[j] for key, values in columns.items()}, "index": i} for j, i in enumerate(indices)]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.__getitems__([index])[0]
+    def __getitem__(self, index: int | list[int]) -> dict[str, Any] | list[dict[str, Any]]:
+        # A list: one batch from a sampler that yields batches (ChunkBoundedSampler, with batch_size=None).
+        return self.__getitems__(index) if isinstance(index, list) else self.__getitems__([index])[0]

@@ -16,6 +16,21 @@ its `set_epoch` every epoch. Use it as `DataLoader(..., sampler=sampler, batch_s
 Resuming mid-epoch: `resume(epoch, batches)` makes the next pass over that epoch start after its first `batches`
 batches, as Lightning expects when it restores a run (it counts those batches as done, so `len()` stays the
 whole epoch's).
+
+Batches bounded in windows (`ChunkBoundedSampler`, for data.long_text=chunk with data.max_chunks_per_batch): a
+batch holds whole documents, at most `batch_size` of them and at most `max_chunks_per_batch` windows in all (a
+document with more windows than that is a batch of its own). Such batches differ in how many documents they
+hold, so this sampler yields whole batches (lists of rows): use it as
+`DataLoader(..., sampler=sampler, batch_size=None)`.
+Training order (seeded by seed + epoch): documents ordered by window count, most first; within one window count,
+shuffled, cut into pools of `pool_batches` global batches and sorted by length within a pool (the same grouping
+as above); then cut greedily into batches along that order. Because the sequence of window counts along the order
+is the same every epoch, so are the cut points: every epoch has the same number of batches (Lightning counts
+them once, for the schedule and for resuming), while which documents share a batch changes. Evaluation order:
+by window count, then length, most first.
+Under DDP, `num_replicas` consecutive batches (so of similar size) form a global batch and rank r takes the r-th.
+When the number of batches does not divide by num_replicas, the batches with the most documents are halved until
+it does (each half still within the bound); only when every batch is one document are a few documents repeated.
 """
 
 from __future__ import annotations
@@ -72,3 +87,85 @@ class LengthGroupedSampler(DistributedSampler):
             return full * self.batch_size
         rest = max(rest, self.num_replicas)
         return full * self.batch_size + len(torch.arange(rest).tensor_split(self.num_replicas)[self.rank])
+
+
+class ChunkBoundedSampler(DistributedSampler):
+    """Yields this rank's batches (lists of row indices), each at most `batch_size` documents and at most
+    `max_chunks_per_batch` windows (see the module doc). `chunks`: windows per document; `lengths`: tokens per
+    document."""
+
+    def __init__(self, chunks: Sequence[int], lengths: Sequence[int], batch_size: int, max_chunks_per_batch: int, *,
+                 shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, pool_batches: int = 64):
+        super().__init__(chunks, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.chunks = torch.as_tensor(chunks, dtype=torch.long)
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        self.batch_size, self.max_chunks_per_batch, self.pool_batches = batch_size, max_chunks_per_batch, pool_batches
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
+        self._made: tuple[tuple[int, bool], list[list[list[int]]]] | None = None  # ((epoch, shuffle), batches)
+
+    def resume(self, epoch: int, batches: int) -> None:
+        self.set_epoch(epoch)
+        self.resume_at = (epoch, batches)
+
+    @property
+    def oversized(self) -> int:
+        """Documents with more windows than max_chunks_per_batch: each is a batch of its own."""
+        return int((self.chunks > self.max_chunks_per_batch).sum())
+
+    def order(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """This epoch's documents in the order batches are cut from (see the module doc); `generator` shuffles."""
+        if generator is None or not len(self.chunks):
+            by_length = torch.argsort(self.lengths, descending=True, stable=True)
+            return by_length[torch.argsort(self.chunks[by_length], descending=True, stable=True)]
+        shuffled = torch.randperm(len(self.chunks), generator=generator)
+        shuffled = shuffled[torch.argsort(self.chunks[shuffled], descending=True, stable=True)]  # still shuffled
+        runs = torch.unique_consecutive(self.chunks[shuffled], return_counts=True)[1].tolist()  # within a count
+        pool = self.batch_size * self.num_replicas * self.pool_batches
+        return torch.cat([piece[torch.argsort(self.lengths[piece], descending=True, stable=True)]
+                          for run in shuffled.split(runs) for piece in run.split(pool)])
+
+    def global_batches(self) -> list[list[list[int]]]:
+        """This epoch's global batches, in order: each a list of num_replicas batches (lists of row indices)."""
+        if self._made is not None and self._made[0] == (self.epoch, self.shuffle):
+            return self._made[1]
+        generator = torch.Generator().manual_seed(self.seed + self.epoch) if self.shuffle else None
+        order, chunks = self.order(generator).tolist(), self.chunks.tolist()
+        batches: list[list[int]] = []
+        windows = 0
+        for document in order:
+            fits = windows + chunks[document] <= self.max_chunks_per_batch
+            if batches and len(batches[-1]) < self.batch_size and fits:
+                batches[-1].append(document)
+                windows += chunks[document]
+            else:
+                batches.append([document])
+                windows = chunks[document]
+        batches = _divisible(batches, self.num_replicas)
+        groups = [batches[i:i + self.num_replicas] for i in range(0, len(batches), self.num_replicas)]
+        if generator is not None:
+            groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+        self._made = ((self.epoch, self.shuffle), groups)
+        return groups
+
+    def __iter__(self) -> Iterator[list[int]]:
+        groups = self.global_batches()
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            groups, self.resume_at = groups[self.resume_at[1]:], None
+        for group in groups:
+            yield group[self.rank]
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
+def _divisible(batches: list[list[int]], parts: int) -> list[list[int]]:
+    """The batches, with those holding the most documents halved in place until their number divides by `parts`
+    (a half of a batch is within its bounds); if every batch is one document, the first ones repeat."""
+    batches = list(batches)
+    while len(batches) % parts:
+        largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+        if len(batches[largest]) < 2:
+            return batches + batches[: parts - len(batches) % parts]
+        half = (len(batches[largest]) + 1) // 2
+        batches[largest: largest + 1] = [batches[largest][:half], batches[largest][half:]]
+    return batches
