@@ -42,6 +42,9 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from headfit import __version__
 from headfit.errors import HeadfitConfigError, HeadfitError, HeadfitOutputError, chain, unwritable
+from headfit.aggregation import chunk_layout
+from headfit.data.datamodule import pad_windows
+from headfit.data.tokenize import encode_chunks
 from headfit.export_cli import FORMATS
 from headfit.heads import Head
 from headfit.module import SINGLE_TASK, ClassifierModule
@@ -50,6 +53,8 @@ from headfit.predict import Predictor
 ONNX_OUTPUTS = ("probabilities", "decisions", "logits")
 PROBE = ["headfit", "an export check with a few more words, so that the rows of the batch differ in length",
          "a third probe: a short one"]
+# with it, for a model that reads long documents as windows: a probe long enough for several
+LONG_PROBE = " ".join(["a long probe, for models that read long documents as several windows of tokens"] * 40)
 TOLERANCE = {"hf": 1e-5, "onnx": 1e-4}
 
 
@@ -159,10 +164,10 @@ class _Exported(nn.Module):
         self.module = module
         self.hierarchy = module.hparams.hierarchy  # read here: the graph holds the decoding it was traced with
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor,
-                token_type_ids: Tensor | None = None) -> tuple[Tensor, ...]:
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        logits = self.module.logits(input_ids, attention_mask, **extra)
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
+                chunk_mask: Tensor | None = None, chunk_position: Tensor | None = None) -> tuple[Tensor, ...]:
+        given = {"token_type_ids": token_type_ids, "chunk_mask": chunk_mask, "chunk_position": chunk_position}
+        logits = self.module.logits(input_ids, attention_mask, **{k: v for k, v in given.items() if v is not None})
         decided = self.module.decide_all(logits, self.hierarchy)
         return tuple(tensor for name in self.module.tasks for tensor in (*decided[name], logits[name]))
 
@@ -194,15 +199,19 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
         module.encoder.set_attn_implementation("eager")
     names = ["input_ids", "attention_mask", *(["token_type_ids"] if "token_type_ids" in
                                                predictor.tokenizer.model_input_names else [])]
-    encoded = predictor.tokenizer(PROBE, padding=True, truncation=True, max_length=predictor.max_length,
-                                  return_tensors="pt")
+    encoded, axes = probe_batch(predictor, names), {name: {0: "batch", 1: "sequence"} for name in names}
+    if module.chunking is not None:  # windows of long documents: the graph takes their layout too
+        encoded["chunk_mask"], encoded["chunk_position"] = chunk_layout(encoded.pop("chunk_counts"))
+        axes = {**{name: {0: "windows", 1: "sequence"} for name in names}, "chunk_mask": {0: "batch", 1: "most_windows"},
+                "chunk_position": {0: "windows"}}
+        names += ["chunk_mask", "chunk_position"]
     outputs = onnx_outputs(module)
     with warnings.catch_warnings(), _quiet("torch.onnx"):  # the exporter's notes (axis names, ...) are not the user's
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Exported(module).eval(), tuple(encoded[name] for name in names), str(path),
+        # by name: a graph may take token_type_ids or not, and the windows' layout or not
+        torch.onnx.export(_Exported(module).eval(), (), str(path), kwargs={name: encoded[name] for name in names},
                           dynamo=True, input_names=names, output_names=outputs, opset_version=opset,
-                          dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names}, external_data=False,
-                          verbose=False)
+                          dynamic_axes=axes, external_data=False, verbose=False)
     graph = onnx.load(str(path))
     metadata = multitask_metadata(module) if module.multitask else decisions_metadata(module)
     onnx.helper.set_model_props(graph, {key: value if isinstance(value, str) else json.dumps(value)
@@ -237,7 +246,8 @@ def decisions_metadata(module: ClassifierModule) -> dict[str, Any]:
     task = module.task
     return {"labels": list(task.labels), "kind": task.kind, "activation": task.activation,
             "thresholds": {name: round(t, 6) for name, t in module.thresholds_by_label().items()},
-            "temperature": float(module.temperature), "max_length": module.max_length, "headfit_version": __version__}
+            "temperature": float(module.temperature), "max_length": module.max_length, "headfit_version": __version__,
+            **({"chunking": module.chunking} if module.chunking is not None else {})}
 
 
 def multitask_metadata(module: ClassifierModule) -> dict[str, Any]:
@@ -257,13 +267,31 @@ def multitask_metadata(module: ClassifierModule) -> dict[str, Any]:
                        "temperature": float(decisions.temperature), "parent_of": link.child if link else None,
                        "groups": groups}
     return {"tasks": tasks, "hierarchy": module.hparams.hierarchy, "max_length": module.max_length,
-            "headfit_version": __version__}
+            "headfit_version": __version__, **({"chunking": module.chunking} if module.chunking is not None else {})}
+
+
+def probe_texts(predictor: Predictor) -> list[str]:
+    return PROBE if getattr(predictor.module, "chunking", None) is None else [*PROBE, LONG_PROBE]
+
+
+def probe_batch(predictor: Predictor, names: list[str]) -> dict[str, Tensor]:
+    """The probe texts as one batch, in their order: padded rows, or for a model that reads long documents as
+    windows, their windows (the last probe is long enough for several) with `chunk_counts`."""
+    chunking = getattr(predictor.module, "chunking", None)
+    if chunking is None:
+        return dict(predictor.tokenizer(PROBE, padding=True, truncation=True, max_length=predictor.max_length,
+                                        return_tensors="pt"))
+    windows = encode_chunks(predictor.tokenizer, probe_texts(predictor), predictor.max_length, chunking["chunk_stride"],
+                            chunking["max_chunks"])
+    rows = [{name: windows[name][i] for name in ("input_ids", "token_type_ids") if name in windows}
+            for i in range(len(windows["input_ids"]))]
+    return pad_windows(rows, predictor.collate)
 
 
 def _check_parity(kind: str, got: dict[str, np.ndarray], predictor: Predictor) -> float:
     """The largest difference between the export's probabilities ({task: array}) and headfit's, over every task;
     HeadfitError when it is over the format's tolerance."""
-    expected = predictor.predict_proba(PROBE, progress=False)
+    expected = predictor.predict_proba(probe_texts(predictor), progress=False)
     expected = expected if predictor.multitask else {SINGLE_TASK: expected}
     differences = {name: float(np.abs(got[name] - expected[name]).max()) for name in expected}
     name = max(differences, key=differences.get)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from headfit.errors import HeadfitConfigError
 from headfit.module import SINGLE_TASK
+from headfit.aggregation import chunk_layout
 from headfit.task import Task
 
 METADATA = ("labels", "kind", "thresholds", "max_length")  # an export of a model with one task
@@ -71,6 +72,8 @@ class OnnxModel:
         # How the graph's decisions were made across a label hierarchy (fixed at export: consistent or independent).
         self.hierarchy: str | None = metadata.get("hierarchy")
         self.max_length: int | None = json.loads(metadata["max_length"])
+        # How long documents were cut into windows in training (the graph then takes their layout); None: truncated.
+        self.chunking: dict[str, Any] | None = json.loads(metadata["chunking"]) if "chunking" in metadata else None
         self.inputs = [node.name for node in self.session.get_inputs()]
         self.outputs = {name: [f"{name}.{what}" if self.multitask else what for what in ("probabilities", "decisions")]
                         for name in self.tasks}
@@ -91,6 +94,9 @@ class OnnxModel:
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int = 0) -> dict[str, Any]:
         """As `ClassifierModule.predict_step`: every label's probability and the decided names per row (each a
         {task: ...} mapping with several tasks)."""
+        if "chunk_counts" in batch and "chunk_mask" in self.inputs:  # windows: the graph takes their layout
+            chunk_mask, chunk_position = chunk_layout(batch["chunk_counts"].cpu())
+            batch = {**batch, "chunk_mask": chunk_mask, "chunk_position": chunk_position}
         feed = {name: batch[name].cpu().numpy() for name in self.inputs}
         names = [output for outputs in self.outputs.values() for output in outputs]
         ran = dict(zip(names, self.session.run(names, feed)))

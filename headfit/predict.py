@@ -28,7 +28,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from headfit.data.datamodule import pad_windows
 from headfit.data.sampler import LengthGroupedSampler
+from headfit.data.tokenize import encode_chunks
 from headfit.encoder import check_max_length, load_tokenizer
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.module import SINGLE_TASK, ClassifierModule
@@ -36,7 +38,7 @@ from headfit.onnx_model import OnnxModel
 from headfit.predict_cli import main  # noqa: F401 (headfit-predict's entry point, and `python -m headfit.predict`)
 from headfit.task import Task
 
-CHUNK_ROWS = 65536  # texts tokenised and sorted at a time: bounds memory on huge inputs, padding barely changes
+PART_ROWS = 65536  # texts tokenised and sorted at a time: bounds memory on huge inputs, padding barely changes
 PROGRESS_ROWS = 1000  # with progress=None, a bar is shown for at least this many texts on a terminal
 
 
@@ -215,24 +217,35 @@ class Predictor:
         probabilities = {name: [np.zeros((0, task.num_labels), np.float32)] for name, task in self.tasks.items()}
         decided: dict[str, list] = {name: [] for name in self.tasks}
         with tqdm(total=len(texts), unit="text", disable=not progress, desc="predicting") as bar:
-            for start in range(0, len(texts), CHUNK_ROWS):
-                chunk = slice(start, start + CHUNK_ROWS)
-                merged = self._chunk(texts[chunk], None if pairs is None else pairs[chunk], bar)
+            for start in range(0, len(texts), PART_ROWS):
+                part = slice(start, start + PART_ROWS)
+                merged = self._part(texts[part], None if pairs is None else pairs[part], bar)
                 for name in self.tasks:
                     probabilities[name].append(merged["probabilities"][name].numpy())
                     decided[name] += merged["labels"][name]
         return {name: np.concatenate(parts) for name, parts in probabilities.items()}, decided
 
     @torch.inference_mode()
-    def _chunk(self, texts: list[str], pairs: list[str] | None, bar: tqdm) -> dict[str, Any]:
-        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+    def _part(self, texts: list[str], pairs: list[str] | None, bar: tqdm) -> dict[str, Any]:
+        windows = getattr(self.module, "chunking", None)  # long documents: windowed as in training
+        if windows is not None and pairs is not None:
+            raise HeadfitDataError("text pairs cannot be cut into windows: this model reads long documents as "
+                                   "windows (data.long_text=chunk)", where="text_pairs",
+                                   fix="predict the texts alone, or use a model trained with data.long_text=truncate")
+        if windows is None:
+            encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+            lengths = [len(ids) for ids in encoded["input_ids"]]
+        else:
+            encoded = encode_chunks(self.tokenizer, texts, self.max_length, windows["chunk_stride"],
+                                    windows["max_chunks"])
+            lengths = encoded["length"]
         columns = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded]
-        lengths = [len(ids) for ids in encoded["input_ids"]]
         # Longest first, as evaluation batches are: similar lengths share a batch, so there is little padding.
         batches = LengthGroupedSampler(lengths, self.batch_size, shuffle=False).global_batches()
         outputs = []
         for index in batches:
-            batch = self.collate([{key: encoded[key][i] for key in columns} for i in index.tolist()])
+            rows = [{key: encoded[key][i] for key in columns} for i in index.tolist()]
+            batch = self.collate(rows) if windows is None else pad_windows(rows, self.collate)
             batch = {key: value.to(self.module.device) for key, value in batch.items()}
             output = self.module.predict_step({**batch, "index": index}, len(outputs))
             if not self.multitask:  # one task: its outputs are the task's own, unnamed
