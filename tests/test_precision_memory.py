@@ -91,7 +91,7 @@ def test_freeze_layers_keeps_the_embeddings_and_first_layers_as_loaded(tmp_path,
     frozen = {name for name in before if name.startswith(("encoder.embeddings.", "encoder.encoder.layer.0."))}
     assert frozen and not frozen & changed
     assert any(name.startswith("encoder.encoder.layer.1.") for name in changed)
-    assert any(name.startswith("head.") for name in changed)
+    assert any(name.startswith("heads.label.") for name in changed)
     optimized = {id(p) for group in module.trainer.optimizers[0].param_groups for p in group["params"]}
     assert not any(id(after[name]) in optimized for name in frozen)  # no optimizer state for frozen weights
 
@@ -99,7 +99,7 @@ def test_freeze_layers_keeps_the_embeddings_and_first_layers_as_loaded(tmp_path,
 def test_freeze_trains_the_head_only(tmp_path, tiny_encoder):
     before, after, _ = trained(tmp_path, tiny_encoder, freeze_encoder=True)
     changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert changed and all(name.startswith("head.") for name in changed)
+    assert changed and all(name.startswith("heads.label.") for name in changed)
 
 
 @pytest.mark.parametrize(("options", "where", "says"), [
@@ -165,7 +165,7 @@ def test_layer_decay_scales_each_layer_and_keeps_no_decay_for_1d_parameters(tiny
     groups = module.parameter_groups()
     setting = {id(p): (group["lr"], group["weight_decay"]) for group in groups for p in group["params"]}
     named = dict(module.named_parameters())
-    expected_lr = {"head.": 1e-3, "encoder.pooler.": 1e-3, "encoder.encoder.layer.1.": 5e-4,
+    expected_lr = {"heads.label.": 1e-3, "encoder.pooler.": 1e-3, "encoder.encoder.layer.1.": 5e-4,
                    "encoder.encoder.layer.0.": 2.5e-4, "encoder.embeddings.": 1.25e-4}
     for name, parameter in named.items():
         lr = next(value for prefix, value in expected_lr.items() if name.startswith(prefix))
