@@ -93,7 +93,8 @@ def _train(cfg: DictConfig) -> float | None:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     best = best_checkpoint(trainer, model, datamodule)
-    results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None, "world_size": trainer.world_size}
+    results = {"monitor": cfg.optimized_metric, "best_checkpoint": best or None, "world_size": trainer.world_size,
+               "chunking": datamodule.chunking and {**datamodule.chunking, "aggregation": model.hparams.chunk_aggregation}}
     reports = output_dir if trainer.is_global_zero else None
     # Validate the best checkpoint (else the last weights), gathering its outputs from every rank; fit the
     # decisions (thresholds, temperature) on them and save them into the checkpoint; then test with them.

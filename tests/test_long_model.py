@@ -81,3 +81,27 @@ def test_a_chunked_batch_for_a_truncating_model_is_refused(tiny_encoder):
         model(**windows(tiny_encoder, ["a", "b"]), chunk_counts=torch.tensor([2]))
     with pytest.raises(HeadfitConfigError, match="chunk aggregation"):
         ClassifierModule(encoder=tiny_encoder, labels=["neg", "pos"], kind="binary", chunk_aggregation="median")
+
+
+def test_a_run_with_long_documents_trains_reports_its_windows_and_predicts_from_its_checkpoint(tmp_path, tiny_encoder):
+    import json
+
+    from test_train import config
+
+    from conftest import write_rows
+    from headfit.predict import Predictor
+    from headfit.train import train
+
+    long = " ".join(["the plot was awful and the film was very bad , not good at all ."] * 5)
+    rows = [{"text": (long if i % 3 else "good") + f" {word}", "label": word}
+            for i, word in enumerate(["good", "bad"] * 12)]
+    path = write_rows(tmp_path / "data" / "train.csv", rows)
+    train(config(tmp_path, tiny_encoder, "data=files", f"data.train_path={path}", f"data.val_path={path}",
+                 "data.long_text=chunk", "data.max_length=16", "data.chunk_stride=4", "data.max_chunks=8",
+                 "model.chunk_aggregation=attention"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["chunking"] == {"long_text": "chunk", "max_length": 16, "chunk_stride": 4, "max_chunks": 8,
+                                   "aggregation": "attention"}
+    predictor = Predictor.from_checkpoint(metrics["best_checkpoint"])
+    assert predictor.module.chunking["chunk_stride"] == 4 and "attention" == predictor.module.hparams.chunk_aggregation
+    assert len(predictor.predict([long, "good"])) == 2
