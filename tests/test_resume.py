@@ -46,7 +46,10 @@ def state_dict(path):
     (["callbacks.last_checkpoint.every_n_train_steps=3"], [(8, 7), (11, 9)]),
     # 4 optimizer steps an epoch, last.ckpt every 2 (step 4 is also the end of epoch 0): step 6 is mid-epoch 1
     (["trainer.accumulate_grad_batches=2", "callbacks.last_checkpoint.every_n_train_steps=2"], [(7, 6)]),
-], ids=["epoch-end-then-mid-epoch", "accumulating"])
+    # long documents as windows of 16 tokens, aggregated by attention: resumed mid-epoch as exactly
+    (["data.long_text=chunk", "data.max_length=16", "data.chunk_stride=4", "model.chunk_aggregation=attention",
+      "callbacks.last_checkpoint.every_n_train_steps=3"], [(11, 9)]),
+], ids=["epoch-end-then-mid-epoch", "accumulating", "long-documents"])
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(overrides, crashes, tmp_path, tiny_encoder):
     train(config(tmp_path / "a", tiny_encoder, *RUN, *overrides))
     resume = []
