@@ -62,6 +62,9 @@ TOLERANCE = {"hf": 1e-5, "onnx": 1e-4}
 
 def hf_refusal(module: ClassifierModule) -> str | None:
     """Why Hugging Face's `...ForSequenceClassification` cannot compute this model, or None when it can."""
+    if module.aggregations:
+        return ("the model reads long documents as windows and aggregates them before its head "
+                f"(model.chunk_aggregation={module.hparams.chunk_aggregation}); HF's classes read one window")
     if module.multitask:
         return (f"the model has {len(module.tasks)} tasks {list(module.tasks)}, each with its own head, and a "
                 f"Hugging Face ...ForSequenceClassification model has one classifier")

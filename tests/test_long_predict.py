@@ -50,3 +50,11 @@ def test_the_onnx_export_of_a_windowed_model_matches_its_checkpoint(tmp_path, ti
     assert onnx.module.chunking == WINDOWS
     assert abs(checkpoint.predict_proba(TEXTS) - onnx.predict_proba(TEXTS)).max() < 1e-4
     assert [r["label"] for r in checkpoint.predict(TEXTS)] == [r["label"] for r in onnx.predict(TEXTS)]
+
+
+def test_a_windowed_model_is_not_exported_to_hugging_face(tmp_path, tiny_encoder):
+    from headfit import HeadfitConfigError
+    from headfit.export import export
+
+    with pytest.raises(HeadfitConfigError, match="windows"):
+        export(save(tmp_path / "m.ckpt", tiny_encoder, "mean"), "hf", tmp_path / "hf")
