@@ -9,7 +9,9 @@ The command-line entry points print the message alone, without a traceback (set 
 from __future__ import annotations
 
 import errno
+import os
 import re
+import sys
 from pathlib import Path
 
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -121,3 +123,14 @@ def explain(error: BaseException) -> HeadfitError | None:
                 f"the operating system refused a file operation: {link.strerror}",
                 where="a file headfit was reading or writing", fix=_OS_FIXES[link.errno])
     return None
+
+
+def command_failed(command: str, error: BaseException, debug: bool = False) -> int:
+    """What a command line does with an exception it caught: the user's mistake (`explain`) is printed on stderr as
+    `<command>: <what  where  fix>` and the command exits 1; a bug, or any error with --debug or
+    HYDRA_FULL_ERROR=1, is raised again with its traceback. Call it from the `except` block."""
+    explained = explain(error)  # None: a bug, whose traceback is shown
+    if explained is None or debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    print(f"{command}: {explained}", file=sys.stderr)  # the user's to fix: what, where, how
+    return 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,7 +170,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)  # --help answers before torch and transformers are imported
-    from headfit.errors import explain
+    from headfit.errors import command_failed
     from headfit.predict import Predictor
 
     # headfit's own logs to this call's stderr, for this call only (main may run in a notebook, or many times)
@@ -188,11 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                label_delimiter=args.label_delimiter, labels_file=args.labels_file, header=args.header,
                                encoding=args.encoding, on_bad_row=args.on_bad_row, output_dir=args.output_dir)
     except Exception as error:
-        explained = explain(error)  # None: a bug, whose traceback is shown
-        if explained is None or args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"headfit-eval: {explained}", file=sys.stderr)
-        return 1
+        return command_failed("headfit-eval", error, args.debug)
     finally:
         log.removeHandler(handler)
         log.setLevel(level)

@@ -4,7 +4,6 @@ export itself is headfit/export.py's."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -32,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
-    from headfit.errors import explain
+    from headfit.errors import command_failed
     from headfit.export import export
 
     transformers_logging.disable_progress_bar()  # transformers' bars for loading and saving weights
@@ -40,11 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = export(args.checkpoint, args.format, args.out_dir, tokenizer=args.tokenizer, opset=args.opset,
                          overwrite=args.overwrite)
     except Exception as error:
-        explained = explain(error)  # None: a bug, whose traceback is shown
-        if explained is None or args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"headfit-export: {explained}", file=sys.stderr)  # the user's to fix: what, where, how
-        return 1
+        return command_failed("headfit-export", error, args.debug)
     print(f"wrote {written['dir']}: {', '.join(written['files'])}; probabilities match headfit's within "
           f"{written['max_abs_difference']:.1e} on the probe texts")
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import tempfile
 from collections import Counter
@@ -26,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from headfit.errors import HeadfitConfigError, HeadfitDataError, explain
+from headfit.errors import HeadfitConfigError, HeadfitDataError, command_failed
 
 if TYPE_CHECKING:
     from headfit.predict import Predictor
@@ -281,11 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.output:
                 stream.close()
     except Exception as error:
-        explained = explain(error)  # None: a bug, whose traceback is shown
-        if explained is None or args.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"headfit-predict: {explained}", file=sys.stderr)  # the user's to fix: what, where, how
-        return 1
+        return command_failed("headfit-predict", error, args.debug)
     return 0
 
 
