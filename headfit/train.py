@@ -34,7 +34,7 @@ from headfit.errors import HeadfitConfigError, chain, explain
 from headfit.evaluation import evaluate
 from headfit.lightning_compat import check_lightning
 from headfit.loggers import log_run_files
-from headfit.module import ClassifierModule, read_checkpoint
+from headfit.module import TASK_OPTIONS, ClassifierModule, read_checkpoint
 from headfit.precision import check_precision
 from headfit.quiet import quiet_lightning
 from headfit.shape_check import check_shapes
@@ -63,6 +63,7 @@ def _train(cfg: DictConfig) -> float | None:
             cfg.optimized_metric = "val/mean_macro_f1"
         log.info("optimized_metric: val/mean_macro_f1 (the mean over the %d tasks' macro-F1; name one task's with "
                  "optimized_metric=val/<task>/macro_f1)", len(cfg.tasks))
+    check_task_keys(cfg.get("tasks"))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP ranks 1.. run train() too, and write nothing (headfit/distributed.py)
@@ -165,6 +166,18 @@ def build_trainer(options: DictConfig, **arguments) -> pl.Trainer:
 def save_decisions(model: ClassifierModule, checkpoint: str) -> None:
     """`model.save_decisions(checkpoint)`, by its earlier name."""
     model.save_decisions(checkpoint)
+
+
+def check_task_keys(tasks: DictConfig | None) -> None:
+    """Every key of a task is a data key or a model key: an unknown one stops the run before any data is read."""
+    model_keys = [key for key in TASK_OPTIONS if key not in ("labels", "kind", "label_counts", "num_train_rows",
+                                                             "parent_of", "groups")]
+    for name, options in (tasks or {}).items():
+        unknown = sorted(set(options or {}) - set(DATA_KEYS) - set(model_keys))
+        if unknown:
+            raise HeadfitConfigError(f"task {name!r} has unknown key(s) {unknown}", where=f"tasks.{name}.{unknown[0]}",
+                                     fix=f"a task's data keys are {', '.join(DATA_KEYS)}; its model keys "
+                                         f"{', '.join(model_keys)} (docs/configuration.md, 'tasks')")
 
 
 def data_options(tasks: DictConfig) -> dict[str, dict]:

@@ -240,3 +240,14 @@ def test_a_parent_s_thresholds_are_tuned_for_the_decisions_its_children_force(ti
     assert (consistent.decisions["coarse"].thresholds >= independent.decisions["coarse"].thresholds).all()
     decided = consistent.decide_all({"fine": fine_logits, "coarse": coarse_logits})["coarse"][1].bool()
     assert torch.equal(decided, coarse_truth)
+
+
+def test_an_unknown_task_key_stops_the_run_before_the_data_is_read(tmp_path, tiny_encoder):
+    from test_train import config
+
+    from headfit.train import train
+
+    with pytest.raises(HeadfitConfigError, match="unknown key") as error:
+        train(config(tmp_path, tiny_encoder, "data=files", "data.train_path=does-not-exist.csv",
+                     "+tasks.topic.label_column=topic", "+tasks.topic.colour=1"))
+    assert error.value.where == "tasks.topic.colour" and "head, weight" in error.value.fix
