@@ -395,15 +395,12 @@ class ClassifierModule(pl.LightningModule):
         # Check and normalise labels on the host, before the batch moves to an accelerator: a bad
         # label is reported in words here instead of as a device-side assert inside the loss.
         if isinstance(batch, Mapping) and batch.get("labels") is not None:
-            labels, _ = self._labels(batch)
-            targets = {name: self._checked(name, lambda: self.tasks[name].targets(labels[name]))
-                       for name in self.tasks}
+            labels, targets = self._labels(batch)[0], {}
+            for name, task in self.tasks.items():
+                with self._in_task(name):  # a bad label of one of several tasks names the task
+                    targets[name] = task.targets(labels[name])
             batch["labels"] = targets if isinstance(batch["labels"], Mapping) else targets[SINGLE_TASK]
         return batch
-
-    def _checked(self, name: str, make):
-        with self._in_task(name):
-            return make()
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
