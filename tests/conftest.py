@@ -67,3 +67,14 @@ def write_rows(path: Path, rows: list[dict], fmt: str | None = None) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def save_module(module, path: Path) -> Path:
+    """Write `module` as a headfit checkpoint at `path`, as training would (no training step taken)."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path

@@ -2,12 +2,13 @@
 its ONNX export computes the same on several windows."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from transformers import AutoTokenizer
 
 from headfit import ClassifierModule, HeadfitDataError
 from headfit.predict import Predictor
+
+from conftest import save_module
 
 LONG = " ".join(["the plot was awful and the film was very bad , not good at all ."] * 6)  # ~100 tokens
 TEXTS = ["good", LONG, "a fine film", LONG.replace("awful", "great"), "bad"]
@@ -20,11 +21,7 @@ def save(path, tiny_encoder, how="attention", **tasks):
                               **tasks)
     module.tokenizer, module.max_length = AutoTokenizer.from_pretrained(tiny_encoder), 16
     module.chunking = dict(WINDOWS)
-    trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
-    return path
+    return save_module(module, path)
 
 
 @pytest.mark.parametrize("how", ["mean", "attention"])

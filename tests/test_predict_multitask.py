@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from transformers import AutoTokenizer
 
@@ -18,7 +17,7 @@ from headfit.export import export
 from headfit.export import main as export_main
 from headfit.predict import in_input_order, main
 
-from conftest import write_rows
+from conftest import write_rows, save_module
 from test_predict import TEXTS
 
 TWO_TASKS = {"sentiment": {"labels": ["neg", "pos"], "kind": "binary", "head": "softmax"},
@@ -43,11 +42,7 @@ def save_checkpoint(path, encoder, tasks, *, temperature=None, biases=None):
         for name, bias in (biases or {}).items():
             module.heads[name].classifier[-1].bias.add_(torch.tensor(bias))
     module.tokenizer, module.max_length = AutoTokenizer.from_pretrained(encoder), 32
-    trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
-    return path
+    return save_module(module, path)
 
 
 @pytest.fixture(scope="module")
