@@ -116,6 +116,7 @@ def test_importing_headfit_and_writing_plots_leaves_the_process_as_it_was(tmp_pa
 
     script = """
 import warnings, matplotlib, torch, transformers, pytorch_lightning, datasets, torchmetrics, hydra
+import transformers.modeling_utils  # imports accelerate where installed, whose own imports add warning filters
 before = list(warnings.filters)
 import headfit, headfit.train, headfit.predict, headfit.export, headfit.evaluation, headfit.module
 from pathlib import Path
