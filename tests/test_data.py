@@ -257,6 +257,12 @@ def test_predictions_come_back_in_input_order(tmp_path, tiny_encoder):
 def test_hub_dataset_offline_fails_in_words(tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+    import huggingface_hub
+
+    # both read the variables when first imported (here, long before this test): set what they read
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HeadfitConfigError) as error:
         make(tmp_path, tiny_encoder, "train", "validation", hub_dataset="no-such-user/no-such-dataset")
     assert "data.hub_dataset" in error.value.where and "save_to_disk" in error.value.fix
