@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.functional.classification import (binary_auroc, binary_calibration_error,
-                                                     multiclass_calibration_error)
+from torchmetrics.functional.classification import binary_auroc, binary_calibration_error
 
 from headfit.errors import HeadfitConfigError
 from headfit.task import Task
@@ -263,11 +262,10 @@ def fit_temperature(task: Task, logits: Tensor, targets: Tensor) -> float:
 
 
 def calibration_error(task: Task, probabilities: Tensor, targets: Tensor, bins: int = 15) -> float:
-    """Expected calibration error; for multilabel, over all (row, label) pairs as binary decisions."""
-    if task.kind == "multiclass":
-        return float(multiclass_calibration_error(probabilities, targets.long(), task.num_labels, n_bins=bins))
-    positive, truth = positive_scores(task, probabilities, targets)
-    return float(binary_calibration_error(positive.flatten(), truth.long().flatten(), n_bins=bins))
+    """Expected calibration error over the task's confidences (Task.confidences): for multiclass, that of the top
+    label; for multilabel, over all (row, label) pairs as binary decisions."""
+    confidence, correct = task.confidences(probabilities, targets)
+    return float(binary_calibration_error(confidence, correct.long(), n_bins=bins))
 
 
 def format_tuning(rows: list[dict[str, Any]], most: int = 30) -> str:

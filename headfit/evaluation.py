@@ -31,7 +31,7 @@ COLUMNS = ("label", "precision", "recall", "f1", "support", "auroc", "average_pr
 def class_report(task: Task, probabilities: Tensor, decisions: Tensor, targets: Tensor) -> list[dict]:
     """One row per label, then the rows `macro`, `micro` and `weighted`."""
     targets = targets.long()
-    if task.kind == "multilabel":
+    if not task.single_label:
         n = {"num_labels": task.num_labels}
         scores = {name: {avg: fn(decisions, targets, average=avg, **n) for avg in ("none", "macro", "micro", "weighted")}
                   for name, fn in (("precision", multilabel_precision), ("recall", multilabel_recall),

@@ -110,7 +110,7 @@ def _sequence_classifier(module: ClassifierModule) -> PreTrainedModel | None:
     config.num_labels = task.num_labels  # also for a 1-logit sigmoid head: it becomes 2 softmax logits
     config.id2label = dict(enumerate(task.labels))
     config.label2id = {name: i for i, name in enumerate(task.labels)}
-    config.problem_type = "multi_label_classification" if task.kind == "multilabel" else "single_label_classification"
+    config.problem_type = "single_label_classification" if task.single_label else "multi_label_classification"
     config.classifier_dropout = head.classifier[0].p
     config.headfit = {**decisions_metadata(module), "temperature_folded_into_weights": True}
     try:

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_confusion_matrix, multilabel_precision_recall_curve
 
-from headfit.decision import positive_scores
 from headfit.task import Task
 
 
@@ -28,7 +27,7 @@ def _figure(figsize: tuple[float, float]):
 def save_plots(task: Task, probabilities: Tensor, decisions: Tensor, targets: Tensor, report: list[dict],
                directory: Path, split: str, suffix: str = "") -> list[Path]:
     """Write this split's plots into `directory`; returns their paths."""
-    if task.kind == "multilabel":
+    if not task.single_label:
         figures = {"f1_per_label": _f1_bars(report, split), "pr_curves": _pr_curves(task, probabilities, targets, split)}
     else:
         figures = {"confusion_matrix": _confusion(task, decisions, targets, split)}
@@ -41,7 +40,7 @@ def save_reliability(task: Task, before: Tensor, after: Tensor, targets: Tensor,
     figure, axis = _figure((5, 5))
     axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfectly calibrated")
     for probabilities, name in ((before, "before"), (after, f"after (T={temperature:.2f})")):
-        confidence, correct = _confidence(task, probabilities, targets)
+        confidence, correct = task.confidences(probabilities, targets)
         edges = torch.linspace(0, 1, bins + 1)
         which = torch.bucketize(confidence, edges[1:-1])
         used = [b for b in range(bins) if (which == b).any()]
@@ -51,14 +50,6 @@ def save_reliability(task: Task, before: Tensor, after: Tensor, targets: Tensor,
     axis.set(xlabel="confidence", ylabel="observed frequency", title="validation reliability", xlim=(0, 1), ylim=(0, 1))
     axis.legend(loc="upper left")
     return _save(figure, path)
-
-
-def _confidence(task: Task, probabilities: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    if task.kind == "multiclass":
-        confidence, predicted = probabilities.max(-1)
-        return confidence, predicted == targets.long()
-    positive, truth = positive_scores(task, probabilities, targets)
-    return positive.flatten(), truth.flatten().bool()  # P(label), and whether it is there
 
 
 def _confusion(task: Task, decisions: Tensor, targets: Tensor, split: str):

@@ -186,8 +186,7 @@ class Predictor:
         probabilities, decided = self._run(texts, text_pairs, progress)
         results = {}
         for name, task in self.tasks.items():
-            key = "labels" if task.kind == "multilabel" else "label"
-            results[name] = [{key: names, "scores": self.scores(row, top_k, task=name), "probabilities": row}
+            results[name] = [{task.decision_key: names, "scores": self.scores(row, top_k, task=name), "probabilities": row}
                              for names, row in zip(decided[name], probabilities[name])]
         if not self.multitask:
             return results[SINGLE_TASK]

@@ -181,7 +181,7 @@ def write_csv(records: Iterator[dict], stream, predictor: Predictor, args: argpa
     every task's scores: `<task>_score_<label>`, or `<task>_top1`, `<task>_top1_score`, ..."""
     tasks = predictor.tasks if predictor.multitask else {None: predictor.task}
     prefix = {name: f"{name}_" if name is not None else "" for name in tasks}
-    keys = {name: "labels" if task.kind == "multilabel" else "label" for name, task in tasks.items()}
+    keys = {name: task.decision_key for name, task in tasks.items()}
     header = ["line", *(["id"] if args.id_column is not None else []), *(["text"] if args.include_text else []),
               *(prefix[name] + keys[name] for name in tasks)]
     for name, task in tasks.items():

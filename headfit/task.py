@@ -372,6 +372,16 @@ class Task:
             return probabilities, targets
         return probabilities[:, 1:].contiguous(), targets.long().unsqueeze(-1)
 
+    def confidences(self, probabilities: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """What calibration compares, flat: the probability a decision rests on and whether it is right. The top
+        label's probability and whether it is the true one (multiclass); each thresholded column's probability and
+        whether its label is there (binary: labels[1]; multilabel: every label of every row)."""
+        if self.kind == "multiclass":
+            confidence, predicted = probabilities.max(-1)
+            return confidence, predicted == targets.long()
+        positive, truth = self.positive_scores(probabilities, targets)
+        return positive.flatten(), truth.flatten().bool()
+
     def multi_hot(self, decisions: Tensor) -> Tensor:
         """Decisions from `predict` as multi-hot bool (B, num_labels): label ids become one-hot rows."""
         if not self.single_label:

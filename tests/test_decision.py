@@ -87,6 +87,19 @@ def test_temperature_scaling_fixes_overconfident_logits():
         calibration_error(task, overconfident.softmax(-1), targets)
 
 
+def test_calibration_error_is_that_of_the_top_label_for_multiclass_and_of_each_label_for_multilabel():
+    from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
+
+    generator = torch.Generator().manual_seed(1)
+    probabilities = torch.randn(200, 3, generator=generator).mul(2).softmax(-1)
+    labels = torch.randint(0, 3, (200,), generator=generator)
+    assert calibration_error(Task("multiclass", TOPICS), probabilities, labels) == pytest.approx(
+        float(multiclass_calibration_error(probabilities, labels, 3, n_bins=15)))
+    hot = torch.rand(200, 3, generator=generator) < probabilities
+    assert calibration_error(Task("multilabel", TOPICS, "sigmoid"), probabilities, hot.long()) == pytest.approx(
+        float(binary_calibration_error(probabilities.flatten(), hot.long().flatten(), n_bins=15)))
+
+
 @pytest.mark.parametrize(("kind", "labels", "head"), [
     ("binary", ("neg", "pos"), "headfit.heads.SigmoidHead"),
     ("multiclass", TOPICS, "headfit.heads.SoftmaxHead"),
