@@ -105,7 +105,7 @@ def model_label_space(task, source, delimiter: str | None, skip: bool):
     seen: set[str] = set()
     for line, value in zip(lines, values) if space.by != "vector" else ():  # 0/1 vectors: widths are checked
         try:
-            atoms, _ = parse(value, space.delimiter if task.kind == "multilabel" else None)
+            atoms, _ = parse(value, None if task.single_label else space.delimiter)
         except LabelError:
             continue  # missing or unreadable: the bad-row policy deals with it
         seen.update(map(str, atoms))
