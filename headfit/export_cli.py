@@ -29,7 +29,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="write into an OUT_DIR that is not empty")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     int8 = parser.add_argument_group(
-        "int8 export (docs/predict.md#int8)", "quantise the ONNX graph, and write it only when it scores within "
+        "int8 export (docs/predict.md, Int8)", "quantise the ONNX graph, and write it only when it scores within "
         "--max-drop points of the fp32 graph on a labelled file, read as headfit-eval reads --input")
     int8.add_argument("--quantize", choices=QUANTIZATIONS, help="int8: onnxruntime's dynamic int8 quantisation")
     gate = [int8.add_argument("--validate-on", metavar="FILE", help="the labelled file the gate scores both graphs on"),

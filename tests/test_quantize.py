@@ -79,7 +79,7 @@ def test_the_int8_export_is_an_int8_graph_that_predictor_reads_like_any_export(i
     assert sorted(p.name for p in int8_export.iterdir()) == ["model.onnx", "tokenizer.json", "tokenizer_config.json"]
     predictor = Predictor.load(int8_export)  # as headfit-predict and headfit-eval load it
     assert [row["label"] for row in predictor.predict(TEXTS)] == decided
-    assert predictor.labels == ["neg", "pos"]
+    assert predictor.labels == ["neg", "pos"] and predictor.module.quantization["drop_points"] == pytest.approx(0.0)
 
 
 def test_the_metadata_records_what_the_gate_measured(int8_export, labelled):
