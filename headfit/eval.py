@@ -19,22 +19,27 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 log = logging.getLogger("headfit")
 SPLIT = "eval"  # the prefix of the metric names and the report's file name
 
 
-def evaluate_file(predictor, path: str | Path, *, text_column: str | int = "text", label_column: str | int = "label",
-                  text_pair_column: str | int | None = None, label_columns: Sequence[str | int] | None = None,
-                  label_delimiter: str | None = ",", labels_file: str | None = None, header: bool = True,
-                  encoding: str = "utf-8", on_bad_row: str = "error", output_dir: str | Path | None = None,
-                  cache_dir: str | Path = "~/.cache/headfit") -> dict:
-    """Evaluate a `Predictor` on a labelled file; returns what metrics.json holds (and writes it, the report and the
-    plots into `output_dir` when given)."""
+class Labelled(NamedTuple):
+    """A labelled file as the model sees it: texts (and text pairs), targets in the model's label space, and the
+    row accounting ({read, used, skipped})."""
+    texts: list[str]
+    pairs: list[str] | None
+    targets: Any
+    rows: dict[str, int]
+    name: str
+
+
+def evaluate_file(predictor, path: str | Path, *, output_dir: str | Path | None = None, **data: Any) -> dict:
+    """Evaluate a `Predictor` on a labelled file (`data`: `read_labelled`'s options); returns what metrics.json
+    holds (and writes it, the report and the plots into `output_dir` when given)."""
     import torch
 
-    from headfit.data.checks import check_rows
-    from headfit.data.sources import Columns, column, load_source
     from headfit.decision import threshold_metrics
     from headfit.errors import HeadfitConfigError
     from headfit.evaluation import class_report, format_report, write_report
@@ -52,19 +57,8 @@ def evaluate_file(predictor, path: str | Path, *, text_column: str | int = "text
     directory = Path(output_dir) if output_dir is not None else None
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    columns = Columns(text=text_column, label=label_column, text_pair=text_pair_column,
-                      label_columns=tuple(label_columns) if label_columns else None)
-    source = load_source(str(path), "--input", columns, header=header, cache_dir=cache_dir, encoding=encoding)
-    if labels_file is not None:
-        named = [line.strip() for line in Path(labels_file).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-        if named != list(task.labels):
-            raise HeadfitConfigError(f"--labels-file names {named}, but the model was trained for {list(task.labels)}",
-                                     where="--labels-file", fix="leave it out: the model's own label names are used")
-    space = model_label_space(task, source, label_delimiter, skip=on_bad_row == "skip")
-    checked = check_rows(source.data, source, space, SPLIT, on_bad_row, directory)
-    texts = column(checked, "text")
-    pairs = column(checked, "text_pair") if text_pair_column is not None else None
-    targets = space.batch(column(checked, "label_ids"))
+    labelled = read_labelled(task, path, report_dir=directory, **data)
+    texts, pairs, targets = labelled.texts, labelled.pairs, labelled.targets
 
     probabilities = torch.from_numpy(predictor.predict_proba(texts, pairs))
     thresholds = torch.tensor(list(predictor.thresholds.values()) or [0.5])
@@ -76,10 +70,9 @@ def evaluate_file(predictor, path: str | Path, *, text_column: str | int = "text
                         for name, value in threshold_metrics(task, probabilities, targets, 0.5).items()})
     rows = class_report(task, probabilities, decisions, targets)
     csv_path = directory / f"{SPLIT}_report.csv" if directory is not None else None
-    log.info("%s", format_report(rows, f"{SPLIT}: per-class report ({len(targets)} rows of {source.name})",
+    log.info("%s", format_report(rows, f"{SPLIT}: per-class report ({len(targets)} rows of {labelled.name})",
                                  csv_path=csv_path))
-    result = {"model": str(getattr(predictor, "source", "")), "input": str(path),
-              "rows": {"read": len(source.data), "used": len(checked), "skipped": len(source.data) - len(checked)},
+    result = {"model": str(getattr(predictor, "source", "")), "input": str(path), "rows": labelled.rows,
               "thresholds": predictor.thresholds, SPLIT: metrics,
               f"{SPLIT}_report": {row["label"]: {k: v for k, v in row.items() if k != "label"} for row in rows[-3:]}}
     if directory is not None:
@@ -88,6 +81,33 @@ def evaluate_file(predictor, path: str | Path, *, text_column: str | int = "text
         (directory / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         log.info("wrote %s: metrics.json, %s_report.csv, %s", directory, SPLIT, ", ".join(p.name for p in plots))
     return result
+
+
+def read_labelled(task, path: str | Path, *, text_column: str | int = "text", label_column: str | int = "label",
+                  text_pair_column: str | int | None = None, label_columns: Sequence[str | int] | None = None,
+                  label_delimiter: str | None = ",", labels_file: str | None = None, header: bool = True,
+                  encoding: str = "utf-8", on_bad_row: str = "error", report_dir: str | Path | None = None,
+                  cache_dir: str | Path = "~/.cache/headfit", flag: str = "--input") -> Labelled:
+    """A labelled file read as training reads it (`flag`: the option that named it, in error messages), its labels
+    mapped to `task`'s; skipped rows are written into `report_dir` when given."""
+    from headfit.data.checks import check_rows
+    from headfit.data.sources import Columns, column, load_source
+    from headfit.errors import HeadfitConfigError
+
+    columns = Columns(text=text_column, label=label_column, text_pair=text_pair_column,
+                      label_columns=tuple(label_columns) if label_columns else None)
+    source = load_source(str(path), flag, columns, header=header, cache_dir=cache_dir, encoding=encoding)
+    if labels_file is not None:
+        named = [line.strip() for line in Path(labels_file).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        if named != list(task.labels):
+            raise HeadfitConfigError(f"--labels-file names {named}, but the model was trained for {list(task.labels)}",
+                                     where="--labels-file", fix="leave it out: the model's own label names are used")
+    space = model_label_space(task, source, label_delimiter, skip=on_bad_row == "skip")
+    checked = check_rows(source.data, source, space, SPLIT, on_bad_row, report_dir)
+    return Labelled(column(checked, "text"), column(checked, "text_pair") if text_pair_column is not None else None,
+                    space.batch(column(checked, "label_ids")),
+                    {"read": len(source.data), "used": len(checked), "skipped": len(source.data) - len(checked)},
+                    source.name)
 
 
 def model_label_space(task, source, delimiter: str | None, skip: bool):
@@ -123,6 +143,41 @@ def model_label_space(task, source, delimiter: str | None, skip: bool):
     return space
 
 
+def add_data_arguments(parser: argparse.ArgumentParser, file: str = "--input") -> list[argparse.Action]:
+    """The options that say how a labelled file is read (headfit-eval's for --input, headfit-export's for
+    --validate-on); returns them."""
+    return [
+        parser.add_argument("--text-column", default=None, help="column name or 0-based position, or JSONL key "
+                                                                "(default: text; 0 with --no-header)"),
+        parser.add_argument("--label-column", default=None, help="default: label; 1 with --no-header"),
+        parser.add_argument("--label-columns", help="several 0/1 columns, one per label, comma-separated"),
+        parser.add_argument("--text-pair-column", help="a second text column, for models trained on text pairs"),
+        parser.add_argument("--label-delimiter", default=",", help="separates several labels in one cell (default ,)"),
+        parser.add_argument("--labels-file", help="label names, one a line (must be the model's; indices in the file "
+                                                  "are read as the model's label ids either way)"),
+        parser.add_argument("--no-header", dest="header", action="store_false",
+                            help=f"the CSV/TSV file ({file}) has no header row"),
+        parser.add_argument("--encoding", default="utf-8", help="the file's text encoding (default utf-8)"),
+        parser.add_argument("--on-bad-row", choices=["error", "skip"], default="error",
+                            help="error (default): stop at the first bad row, naming its line; skip: skip and count "
+                                 "them"),
+    ]
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """`read_labelled`'s options from `add_data_arguments`' (columns by position with --no-header)."""
+    def column(value):
+        return int(value) if isinstance(value, str) and value.isdigit() and not args.header else value
+
+    defaults = ("0", "1") if not args.header else ("text", "label")
+    return {"text_column": column(args.text_column or defaults[0]),
+            "label_column": column(args.label_column or defaults[1]),
+            "text_pair_column": column(args.text_pair_column),
+            "label_columns": [column(c) for c in args.label_columns.split(",")] if args.label_columns else None,
+            "label_delimiter": args.label_delimiter, "labels_file": args.labels_file, "header": args.header,
+            "encoding": args.encoding, "on_bad_row": args.on_bad_row}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="headfit-eval", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -136,18 +191,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("model", help="a .ckpt written by headfit-train, or an ONNX export (its directory or "
                                       "model.onnx)")
     parser.add_argument("-i", "--input", required=True, help="the labelled file: .csv, .tsv, .jsonl or .parquet")
-    parser.add_argument("--text-column", default=None, help="column name or 0-based position, or JSONL key "
-                                                            "(default: text; 0 with --no-header)")
-    parser.add_argument("--label-column", default=None, help="default: label; 1 with --no-header")
-    parser.add_argument("--label-columns", help="several 0/1 columns, one per label, comma-separated")
-    parser.add_argument("--text-pair-column", help="a second text column, for models trained on text pairs")
-    parser.add_argument("--label-delimiter", default=",", help="separates several labels in one cell (default ,)")
-    parser.add_argument("--labels-file", help="label names, one a line (must be the model's; indices in the file are "
-                                              "read as the model's label ids either way)")
-    parser.add_argument("--no-header", dest="header", action="store_false", help="the CSV/TSV file has no header row")
-    parser.add_argument("--encoding", default="utf-8", help="the file's text encoding (default utf-8)")
-    parser.add_argument("--on-bad-row", choices=["error", "skip"], default="error",
-                        help="error (default): stop at the first bad row, naming its line; skip: skip and count them")
+    add_data_arguments(parser)
     parser.add_argument("-o", "--output-dir", default=None,
                         help="where metrics.json, the report and the plots go (default: eval-<input name>/)")
     parser.add_argument("--tokenizer", help="a tokenizer name or directory, for a model saved without one")
@@ -155,15 +199,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available for a checkpoint)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    positions = {"text_column": "0", "label_column": "1"} if not args.header else {"text_column": "text",
-                                                                                   "label_column": "label"}
-    for option, default in positions.items():
-        value = getattr(args, option) or default
-        setattr(args, option, int(value) if value.isdigit() and not args.header else value)
-    if args.label_columns:
-        args.label_columns = [int(c) if c.isdigit() and not args.header else c for c in args.label_columns.split(",")]
-    if args.text_pair_column and args.text_pair_column.isdigit() and not args.header:
-        args.text_pair_column = int(args.text_pair_column)
     args.output_dir = args.output_dir or f"eval-{Path(args.input).stem}"
     return args
 
@@ -182,10 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         predictor = Predictor.load(args.model, tokenizer=args.tokenizer, batch_size=args.batch_size,
                                    device=args.device)
-        result = evaluate_file(predictor, args.input, text_column=args.text_column, label_column=args.label_column,
-                               text_pair_column=args.text_pair_column, label_columns=args.label_columns,
-                               label_delimiter=args.label_delimiter, labels_file=args.labels_file, header=args.header,
-                               encoding=args.encoding, on_bad_row=args.on_bad_row, output_dir=args.output_dir)
+        result = evaluate_file(predictor, args.input, output_dir=args.output_dir, **data_options(args))
     except Exception as error:
         return command_failed("headfit-eval", error, args.debug)
     finally:

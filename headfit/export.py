@@ -345,14 +345,26 @@ def _on_cpu(module: ClassifierModule) -> ClassifierModule:
 
 
 def export(checkpoint: str | Path, format: str, out_dir: str | Path, *, tokenizer: str | None = None,
-           opset: int | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Load a checkpoint safely and export it (`format`: hf or onnx) to out_dir."""
+           opset: int | None = None, overwrite: bool = False, quantize: str | None = None,
+           **gate: Any) -> dict[str, Any]:
+    """Load a checkpoint safely and export it (`format`: hf or onnx) to out_dir. `quantize="int8"` (onnx): the
+    int8 graph, written only when it passes the gate (`gate`: headfit.quantize.export_int8's validate_on, data,
+    max_drop, refit_thresholds)."""
     if format not in FORMATS:
         raise HeadfitConfigError(f"unknown export format {format!r}", where="--format", fix="use hf or onnx")
+    if quantize is not None:
+        from headfit.quantize import check_options, export_int8
+
+        check_options(format, quantize, gate.get("validate_on"), gate.get("max_drop", 1.0))
+    elif gate:
+        raise HeadfitConfigError(f"{', '.join(gate)} set without quantize: they are the int8 export's gate",
+                                 where="export(..., quantize=None)", fix='pass quantize="int8", or leave them out')
     out_dir = Path(out_dir).expanduser()
     check_out_dir(out_dir, overwrite)
     predictor = Predictor.from_checkpoint(checkpoint, tokenizer=tokenizer, device="cpu")
     try:
+        if quantize is not None:
+            return export_int8(predictor, checkpoint, out_dir, opset=opset, **gate)
         return export_hf(predictor, out_dir) if format == "hf" else export_onnx(predictor, out_dir, opset)
     except Exception as error:  # the system refused a write (a full disk, ...), perhaps under torch's or onnx's
         refused = next((link for link in chain(error) if isinstance(link, OSError)), None)

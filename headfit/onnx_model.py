@@ -74,6 +74,9 @@ class OnnxModel:
         self.max_length: int | None = json.loads(metadata["max_length"])
         # How long documents were cut into windows in training (the graph then takes their layout); None: truncated.
         self.chunking: dict[str, Any] | None = json.loads(metadata["chunking"]) if "chunking" in metadata else None
+        # An int8 export (--quantize int8): how it was quantised and what its gate measured; None: fp32.
+        self.quantization: dict[str, Any] | None = (json.loads(metadata["quantization"]) if "quantization" in metadata
+                                                    else None)
         self.inputs = [node.name for node in self.session.get_inputs()]
         self.outputs = {name: [f"{name}.{what}" if self.multitask else what for what in ("probabilities", "decisions")]
                         for name in self.tasks}
