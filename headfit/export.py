@@ -43,8 +43,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from headfit import __version__
 from headfit.errors import HeadfitConfigError, HeadfitError, HeadfitOutputError, chain, unwritable
 from headfit.aggregation import chunk_layout
-from headfit.data.datamodule import pad_windows
-from headfit.data.tokenize import encode_chunks
+from headfit.data.windows import encode_chunks, pad_windows
 from headfit.export_cli import FORMATS
 from headfit.heads import Head
 from headfit.module import SINGLE_TASK, ClassifierModule

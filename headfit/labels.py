@@ -119,9 +119,13 @@ class LabelSpace:
     def infer(
         cls, values: Sequence[Any], where: Callable[[int], str], *, kind: str = "auto",
         labels: Sequence[str] | None = None, num_labels: int | None = None, delimiter: str | None = ",",
-        skip_unreadable: bool = False, task: str | None = None,
+        skip_unreadable: bool = False, task: str | None = None, counts: Sequence[int] | None = None,
     ) -> LabelSpace:
         """Decide kind and label names from the training column `values`; `where(i)` locates row i.
+
+        `counts`: `values` are the column's distinct values, in the order they first occur, and counts[i] the
+        rows holding values[i] (so a million rows with two labels are decided from two values); `where(i)`
+        then locates the first row holding values[i].
 
         With `skip_unreadable`, rows whose label cannot be read are left out of the decision (the caller
         skips and reports them) instead of stopping it. `task` names one of several tasks: messages then
@@ -131,11 +135,12 @@ class LabelSpace:
         if kind not in (*KINDS, "auto"):
             raise HeadfitConfigError(f"unknown task kind {kind!r}", where=key("kind"),
                                      fix=f"use auto or one of {', '.join(KINDS)}")
-        rows, positions = [], []  # parsed labels, and the position of each in `values`
+        rows, positions, weights = [], [], []  # parsed labels, the position of each in `values`, its rows
         for i, value in enumerate(values):
             try:
                 rows.append(parse(value, delimiter if kind in ("auto", "multilabel") else None))
                 positions.append(i)
+                weights.append(1 if counts is None else int(counts[i]))
             except LabelError as error:
                 if skip_unreadable:
                     continue
@@ -152,9 +157,9 @@ class LabelSpace:
                                    fix="point data.train_path at a file with labelled rows")
         located = lambda k: where(positions[k])  # noqa: E731 (row k of `rows` -> its place)
         if _vectors(rows):
-            space, evidence = cls._infer_vector(rows, located, kind, labels, skip_unreadable, key)
+            space, evidence = cls._infer_vector(rows, weights, located, kind, labels, skip_unreadable, key)
         else:
-            space, evidence = cls._infer_atoms(rows, located, kind, labels, delimiter, skip_unreadable, key)
+            space, evidence = cls._infer_atoms(rows, weights, located, kind, labels, delimiter, skip_unreadable, key)
         if num_labels is not None and int(num_labels) != len(space.labels):
             given = f"{key('labels')} has" if labels is not None else "the data has"
             raise HeadfitConfigError(
@@ -166,8 +171,8 @@ class LabelSpace:
         return space
 
     @classmethod
-    def _infer_vector(cls, rows, where, kind, labels, skip_unreadable, key) -> tuple[LabelSpace, str]:
-        widths = Counter(len(atoms) for atoms, _ in rows)
+    def _infer_vector(cls, rows, weights, where, kind, labels, skip_unreadable, key) -> tuple[LabelSpace, str]:
+        widths = _weighted((len(atoms) for atoms, _ in rows), weights=weights)
         width = widths.most_common(1)[0][0]
         if len(widths) > 1:  # with skip, the rows of another width are skipped (and counted) as bad rows
             odd = next(k for k, (atoms, _) in enumerate(rows) if len(atoms) != width)
@@ -175,12 +180,13 @@ class LabelSpace:
                 typical = next(k for k, (atoms, _) in enumerate(rows) if len(atoms) == width)
                 raise HeadfitDataError(
                     f"the labels are 0/1 vectors, but this one has {len(rows[odd][0])} entries where "
-                    f"{widths[width]} of {len(rows)} training rows (e.g. {where(typical)}) have {width}",
+                    f"{widths[width]} of {sum(weights)} training rows (e.g. {where(typical)}) have {width}",
                     where=where(odd), fix="give every row one 0/1 entry per label, or set data.on_bad_row=skip")
             keep = [k for k, (atoms, _) in enumerate(rows) if len(atoms) == width]
             rows, where = [rows[k] for k in keep], (lambda k, located=where: located(keep[k]))
+            weights = [weights[k] for k in keep]
         names = _given_names(labels, width, "columns in each label vector", key)
-        ones = Counter(sum(atoms) for atoms, _ in rows)
+        ones = _weighted((sum(atoms) for atoms, _ in rows), weights=weights)
         single = set(ones) == {1}
         if kind == "auto":
             kind = ("binary" if width == 2 else "multiclass") if single else "multilabel"
@@ -194,18 +200,20 @@ class LabelSpace:
             others = sum(n for k, n in ones.items() if k != 1)
             raise HeadfitDataError(
                 f"{key('kind')}={kind} takes one label per row, but this label vector has {sum(rows[first][0])} ones "
-                f"({others} of {len(rows)} training rows have other than one)",
+                f"({others} of {sum(weights)} training rows have other than one)",
                 where=where(first), fix=f"use {key('kind')}=multilabel (or auto) with head=sigmoid, or fix the row",
             )
         return cls(kind, names, "vector"), evidence
 
     @classmethod
-    def _infer_atoms(cls, rows, where, kind, labels, delimiter, skip_unreadable, key) -> tuple[LabelSpace, str]:
+    def _infer_atoms(cls, rows, weights, where, kind, labels, delimiter, skip_unreadable,
+                     key) -> tuple[LabelSpace, str]:
         several = [i for i, (atoms, _) in enumerate(rows) if len(atoms) != 1]
         if kind == "auto":
             if several:
                 kind = "multilabel"
-                evidence = (f"{len(several)} of {len(rows)} training rows have 0 or several labels"
+                evidence = (f"{sum(weights[i] for i in several)} of {sum(weights)} training rows have 0 or several "
+                            "labels"
                             f" (first: {where(several[0])}); delimiter {delimiter!r}")
             else:
                 distinct = len({atoms[0] for atoms, _ in rows})
@@ -321,6 +329,14 @@ def _vectors(rows: list[tuple[list[Atom], bool]]) -> bool:
         return False
     widths = {len(atoms) for atoms, _ in rows}
     return (len(widths) == 1 and min(widths) >= 2) or any(len(set(atoms)) < len(atoms) for atoms, _ in rows)
+
+
+def _weighted(values, weights: Sequence[int]) -> Counter:
+    """Counter of `values`, each counting its weight (the rows it stands for)."""
+    counter: Counter = Counter()
+    for value, weight in zip(values, weights):
+        counter[value] += weight
+    return counter
 
 
 def _refuse_mixed(rows: list[tuple[list[Atom], bool]], where: Callable[[int], str],

@@ -28,9 +28,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from headfit.data.datamodule import pad_windows
 from headfit.data.sampler import LengthGroupedSampler
-from headfit.data.tokenize import encode_chunks
+from headfit.data.windows import encode_chunks, pad_windows
 from headfit.encoder import check_max_length, load_tokenizer
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.module import SINGLE_TASK, ClassifierModule

@@ -265,3 +265,49 @@ def test_an_unreadable_line_is_named_before_the_labels_are_judged(tmp_path, tiny
     with pytest.raises(HeadfitDataError, match="never closes") as error:
         make(tmp_path, tiny_encoder, path)
     assert error.value.where == f"{path}:2"
+
+
+# ---- the same rows, lines and errors when two processes read and check a file (data.num_proc=2) -----------
+
+def two_shares(path, quiet_lines):
+    from headfit.data import files
+
+    shares = files.shares(path, 2, "utf-8", quiet_lines)
+    assert len(shares) == 2, "the file must really be read in two shares"
+    return shares
+
+
+def test_two_processes_read_and_check_the_rows_one_reads(tmp_path, tiny_encoder, caplog):
+    lines = sentiment_lines(80)
+    lines[5] = '"a quoted text\nover two lines",pos'  # first share: one row of two lines
+    lines[60] = ",neg"                                # second share: an empty text, file line 63
+    lines[70] = '"oops that never closes,pos'         # second share: a stray quote, file line 73
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\n" + "\n".join(lines) + "\n")
+    second = two_shares(path, quiet_lines=3)[1]
+    assert second.line < 63
+    caplog.set_level("INFO", logger="headfit.data.checks")
+    rows = {}
+    for num_proc in (1, 2):
+        caplog.clear()
+        dm = make(tmp_path / f"p{num_proc}", tiny_encoder, path, path, on_bad_row="skip", max_record_lines=3,
+                  num_proc=num_proc)
+        assert "train: 80 rows read = 78 used + 2 skipped (empty text: 1, unparsable line: 1)" in caplog.text
+        assert skipped(tmp_path / f"p{num_proc}") == [(f"{path}:63", "empty text"), (f"{path}:73", "unparsable line")]
+        rows[num_proc] = dm.datasets["train"].select_columns(["line", "text", "input_ids"]).to_list()
+    assert rows[2] == rows[1]
+    with pytest.raises(HeadfitDataError, match="stray quote") as error:  # error: the first unreadable line
+        make(tmp_path / "error", tiny_encoder, path, path, max_record_lines=3, num_proc=2)
+    assert error.value.where == f"{path}:73"
+
+
+def test_two_processes_name_the_line_of_a_bad_label_in_the_second_half(tmp_path, tiny_encoder):
+    rows = [{"text": f"{WORDS[i % 8]} film {i}", "label": ["pos", "neg"][i % 2]} for i in range(60)]
+    rows[50]["label"] = "maybe"  # unknown in validation (it never occurs in training): file line 51
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    write_rows(train, [row for i, row in enumerate(rows) if i != 50], "jsonl")
+    write_rows(val, rows, "jsonl")
+    two_shares(val, quiet_lines=0)
+    with pytest.raises(HeadfitDataError, match="maybe") as error:
+        make(tmp_path, tiny_encoder, train, val, num_proc=2)
+    assert error.value.where == f"{val}:51, column 'label'"

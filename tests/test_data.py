@@ -275,3 +275,38 @@ def test_a_row_missing_one_of_several_label_columns(tmp_path, tiny_encoder):
     with pytest.raises(HeadfitDataError) as error:
         make(tmp_path, tiny_encoder, train, train, label_columns=["joy", "anger"])
     assert error.value.where == f"{train}:4, column 'label'"
+
+
+# The sampler's batches as the list-based sampler made them before it took arrays (commit be36fb1): the same
+# seed must give the same batches, or a run resumed across the change would not continue where it stopped.
+PINNED_ORDERS = {(1, True, 0): ["cfd5a8d668f33722", "3ce13cf1835912e5"], (1, False, 0): ["3a142a3b965b5fd3"] * 2,
+                 (2, True, 0): ["1c279097ba52a95d", "4412f6b460f2848f"],
+                 (2, True, 1): ["85999cc007608070", "768fd29d59b4db5c"],
+                 (2, False, 0): ["a7de80f5140c071f"] * 2, (2, False, 1): ["732ddb4d86ce6493"] * 2}
+
+
+@pytest.mark.parametrize("as_array", [False, True])
+def test_sampler_from_an_array_gives_the_batches_it_gave_before(as_array):
+    import hashlib
+    import random
+
+    import numpy as np
+
+    generator = random.Random(5)
+    lengths = [generator.randint(1, 60) for _ in range(203)]
+    lengths = np.array(lengths, dtype=np.int32) if as_array else lengths
+
+    def digest(order):
+        return hashlib.sha256(json.dumps(order).encode()).hexdigest()[:16]
+
+    for (ranks, shuffle, rank), expected in PINNED_ORDERS.items():
+        sampler = LengthGroupedSampler(lengths, 8, shuffle=shuffle, seed=3, num_replicas=ranks, rank=rank,
+                                       pool_batches=4)
+        orders = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            orders.append(digest(list(sampler)))
+        assert orders == expected, (ranks, shuffle, rank)
+    resumed = LengthGroupedSampler(lengths, 8, seed=3, pool_batches=4)
+    resumed.resume(1, 5)
+    assert digest(list(resumed)) == "b7e6fdffbeff173e"

@@ -19,10 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
+import numpy as np
+from datasets import Dataset, concatenate_datasets
 
-from headfit.data.sources import Source, column, select
+from headfit.data.sources import Source, column, problem_rows, select
 from headfit.data.tasks import TaskData, derivation_order
+from headfit.data.tokenize import BATCH_ROWS, processes
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.labels import LabelError, LabelSpace
 
@@ -40,25 +42,29 @@ FIXES = {
 
 
 def check_rows(tokenized: Dataset, source: Source, labels: LabelSpace | Sequence[TaskData], split: str, policy: str,
-               report_dir: str | Path | None) -> Dataset:
+               report_dir: str | Path | None, num_proc: int | None = None) -> Dataset:
     """Map every row's label to ids (`labels`: the one task's label space, or the tasks with theirs) and apply
-    the bad-row policy; returns the rows to use."""
+    the bad-row policy; returns the rows to use. `num_proc`: as tokenize.processes (each process checks a
+    contiguous share of the rows; a row keeps its `line`, so errors name it wherever it was checked)."""
     if policy not in POLICIES:
         raise HeadfitConfigError(f"unknown bad-row policy {policy!r}", where="data.on_bad_row",
                                  fix="use error (stop at the first bad row) or skip (skip, count and report them)")
     tasks = derivation_order([TaskData(None, space=labels)] if isinstance(labels, LabelSpace) else labels)
-    checked = tokenized.map(_label_ids, batched=True, fn_kwargs={"tasks": tasks, "split": split},
-                            desc=f"checking {split} labels")
-    problems = column(checked, "problem")
-    bad = [i for i, problem in enumerate(problems) if problem]
-    if bad and policy == "error":
-        first = tokenized[bad[0]]  # checked again, to know which task's label is bad
+    inputs = ["text", "label", "problem"]  # only the checks' columns are written; the rest is joined back
+    ids = tokenized.select_columns(inputs).map(_label_ids, batched=True, batch_size=BATCH_ROWS,
+                                               fn_kwargs={"tasks": tasks, "split": split},
+                                               remove_columns=inputs, num_proc=processes(num_proc, len(tokenized)),
+                                               desc=f"checking {split} labels")
+    checked = concatenate_datasets([tokenized.remove_columns(["problem"]), ids], axis=1)
+    bad = problem_rows(checked)
+    if len(bad) and policy == "error":
+        first = tokenized[int(bad[0])]  # checked again, to know which task's label is bad
         _, problem, task = check_row(first["text"], first["label"], first["problem"], tasks, split)
         raise bad_row(problem, source, first["line"], task)
-    reasons = Counter(problems[i].split(": ", 1)[0] for i in bad)
+    reasons = Counter(problem.split(": ", 1)[0] for problem in column(checked.select(bad), "problem"))
     log.info("%s: %d rows read = %d used + %d skipped%s", split, len(checked), len(checked) - len(bad), len(bad),
-             f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if bad else "")
-    if not bad:
+             f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if len(bad) else "")
+    if not len(bad):
         return checked
     if report_dir is not None:
         path = Path(report_dir) / "skipped_rows.jsonl"
@@ -74,8 +80,7 @@ def check_rows(tokenized: Dataset, source: Source, labels: LabelSpace | Sequence
         raise HeadfitDataError(f"all {len(checked)} rows of {source.name} are bad ({', '.join(reasons)})",
                                where=source.name, fix="fix the rows: skipped_rows.jsonl in the run directory lists "
                                                       "each with its reason")
-    skipped = set(bad)
-    return select(checked, [i for i in range(len(checked)) if i not in skipped])
+    return select(checked, np.setdiff1d(np.arange(len(checked)), bad, assume_unique=True))
 
 
 def bad_row(problem: str, source: Source, line: int, task: TaskData | None = None) -> HeadfitDataError:
@@ -101,9 +106,10 @@ def _fix(reason: str, task: TaskData | None) -> str:
 def first_unreadable(data: Dataset, source: Source) -> None:
     """Stop at the first line that could not be read at all (data.on_bad_row=error), before the labels are judged:
     a stray quote that swallowed rows would otherwise surface as a wrong label set (e.g. 'a single class')."""
-    for line, problem in zip(column(data, "line"), column(data, "problem")):
-        if problem:
-            raise bad_row(problem, source, line)
+    bad = problem_rows(data)
+    if len(bad):
+        first = data.select_columns(["line", "problem"])[int(bad[0])]
+        raise bad_row(first["problem"], source, first["line"])
 
 
 def text_problem(text: str, problem: str = "") -> str:

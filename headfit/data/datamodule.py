@@ -24,6 +24,7 @@ is unnamed and its rows and batches are as they always were (`label_ids`; `label
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
 from datasets import Dataset
@@ -44,10 +46,12 @@ from transformers import DataCollatorWithPadding
 from headfit.data import options
 from headfit.data.checks import check_rows, first_unreadable
 from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
-from headfit.data.sources import Columns, Source, TaskColumns, column, load_source, select
+from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, column, load_source, numpy_column,
+                                  problem_rows, ragged_column, select)
 from headfit.data.split import random_subset, stratified_split
 from headfit.data.tasks import TaskData, derivation_order, read_tasks, with_groups
 from headfit.data.tokenize import report_chunks, report_lengths, tokenize
+from headfit.data.windows import pad_windows
 from headfit.encoder import load_tokenizer
 from headfit.errors import HeadfitConfigError
 from headfit.labels import LabelSpace, is_missing
@@ -55,7 +59,6 @@ from headfit.labels import LabelSpace, is_missing
 log = logging.getLogger(__name__)
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
-WINDOW_COLUMNS = ("input_ids", "token_type_ids")  # long_text=chunk: one list per window
 
 
 class TextClassificationDataModule(pl.LightningDataModule):
@@ -101,6 +104,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         chunk_stride: int = 32,
         max_chunks: int = 16,
         max_chunks_per_batch: int | None = None,
+        num_proc: int | None = None,
     ):
         super().__init__()
         self.tokenizer_name = tokenizer
@@ -125,6 +129,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.seed, self.cache_dir, self.report_dir = seed, cache_dir, report_dir
         self.long_text, self.chunk_stride, self.max_chunks = long_text, chunk_stride, max_chunks
         self.max_chunks_per_batch = max_chunks_per_batch
+        self.num_proc = num_proc  # processes that tokenise and check a split (tokenize.processes)
         self._told_oversized: set[str] = set()  # splits whose documents above max_chunks_per_batch were logged
         # The one task the top-level keys set; `tasks` (several, named: tasks.py) replaces it in setup().
         self.single_task = TaskData(None, label_column=label_column, label_columns=label_columns,
@@ -144,7 +149,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
                             group_by_length=group_by_length, pin_memory=pin_memory, label_delimiter=label_delimiter,
                             encoding=encoding, max_record_lines=max_record_lines, long_text=long_text,
                             chunk_stride=chunk_stride, max_chunks=max_chunks, max_chunks_per_batch=max_chunks_per_batch,
-                            has_text_pair=text_pair_column is not None)
+                            has_text_pair=text_pair_column is not None, num_proc=num_proc)
 
     # ---- what the model needs to know -----------------------------------------------------------
 
@@ -159,7 +164,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     @property
     def label_counts(self) -> list[int]:
         """Training rows per label (for class_weights=balanced)."""
-        return self._space().counts(column(self.datasets["train"], "label_ids"))
+        return label_counts(self.datasets["train"], "label_ids", len(self._space().labels))
 
     @property
     def chunking(self) -> dict[str, Any] | None:
@@ -183,8 +188,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
             return None
         tasks, train = self._ready(), self.datasets["train"]
         return {task.name: {"labels": list(task.space.labels), "kind": task.space.kind,
-                            "label_counts": task.space.counts(column(train, task.ids_column)),
-                            "num_train_rows": sum(column(train, task.labelled_column)),
+                            "label_counts": label_counts(train, task.ids_column, len(task.space.labels)),
+                            "num_train_rows": int(numpy_column(train, task.labelled_column).sum()),
                             "parent_of": task.parent_of,
                             "groups": {parent: list(children) for parent, children in task.groups.items()}
                             if task.parent_of else None}
@@ -230,14 +235,15 @@ class TextClassificationDataModule(pl.LightningDataModule):
                    for split, path in self.paths.items() if path}
         chunking = dict(long_text=self.long_text, chunk_stride=self.chunk_stride, max_chunks=self.max_chunks)
         tokens = {split: tokenize(source.data, source.fingerprint, self.tokenizer, self.max_length, self.cache_dir, split,
-                                  **chunking)
+                                  **chunking, num_proc=self.num_proc)
                   for split, source in sources.items()}
         if self.on_bad_row == "error":
             first_unreadable(tokens["train"], sources["train"])
         self.tasks = self._infer_labels(tasks, sources["train"], tokens["train"])
         self.label_space = None if self.multitask else self.tasks[0].space
         for split, source in sources.items():
-            self.datasets[split] = check_rows(tokens[split], source, self.tasks, split, self.on_bad_row, report_dir)
+            self.datasets[split] = check_rows(tokens[split], source, self.tasks, split, self.on_bad_row, report_dir,
+                                              self.num_proc)
         if "val" not in sources:
             self._split_validation()
         if self.max_train_rows and self.max_train_rows < len(self.datasets["train"]):
@@ -274,8 +280,18 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     def _infer_labels(self, tasks: list[TaskData], source: Source, train: Dataset) -> list[TaskData]:
         """Each task with its label space, read from its training labels (a derived task's: its groups)."""
-        readable = [(line, json.loads(label)) for line, label, problem in
-                    zip(column(train, "line"), column(train, "label"), column(train, "problem")) if not problem]
+        # Decided from the distinct raw labels (in the order they first occur) and their row counts, each located
+        # at the first row holding it: a few values, not a Python object per row.
+        labels, lines = arrow_column(train, "label"), arrow_column(train, "line")
+        unreadable = problem_rows(train)
+        if len(unreadable):  # (data.on_bad_row=skip) rows that could not be read say nothing about the labels
+            readable = np.ones(len(train), dtype=bool)
+            readable[unreadable] = False
+            labels, lines = labels.filter(readable), lines.filter(readable)
+        distinct = pc.value_counts(labels)
+        lines = lines.take(pc.index_in(distinct.field("values"), value_set=labels)).to_pylist()
+        readable = [(line, json.loads(label), count) for line, label, count in
+                    zip(lines, distinct.field("values").to_pylist(), distinct.field("counts").to_pylist())]
         inferred = {task.name: task if task.derived else replace(task, space=self._infer_space(task, source, readable))
                     for task in tasks}
         for task in derivation_order(tasks):
@@ -283,14 +299,21 @@ class TextClassificationDataModule(pl.LightningDataModule):
                 inferred[task.name] = with_groups(inferred[task.name], inferred[task.parent_of])
         return [inferred[task.name] for task in tasks]
 
-    def _infer_space(self, task: TaskData, source: Source, readable: list[tuple[int, Any]]) -> LabelSpace:
-        rows = [(line, task.value(raw)) for line, raw in readable]
+    def _infer_space(self, task: TaskData, source: Source, readable: list[tuple[int, Any, int]]) -> LabelSpace:
+        """`readable`: (first line, raw label, rows) of each distinct readable training label."""
+        rows = [(line, task.value(raw), count) for line, raw, count in readable]
         if task.missing == "ignore":  # its unlabelled rows say nothing about its labels
-            rows = [(line, value) for line, value in rows if not is_missing(value)]
+            rows = [row for row in rows if not is_missing(row[1])]
+        # Several tasks: distinct {task: value} objects may hold the same value of this task; one entry each.
+        merged: dict[str, list] = {}
+        for line, value, count in rows:
+            entry = merged.setdefault(json.dumps(value), [line, value, 0])
+            entry[2] += count
+        rows = list(merged.values())
         return LabelSpace.infer(
-            [value for _, value in rows], lambda i: source.where(rows[i][0], task.column), kind=task.kind,
+            [value for _, value, _ in rows], lambda i: source.where(rows[i][0], task.column), kind=task.kind,
             labels=self._given_labels(task, source), num_labels=task.num_labels, delimiter=task.label_delimiter,
-            skip_unreadable=self.on_bad_row == "skip", task=task.name,
+            skip_unreadable=self.on_bad_row == "skip", task=task.name, counts=[count for _, _, count in rows],
         )
 
     def _given_labels(self, task: TaskData, source: Source) -> list[str] | None:
@@ -312,7 +335,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def _split_validation(self) -> None:
         train = self.datasets["train"]
         first = self.tasks[0]  # several tasks: stratified by the first one's labels
-        keep, held_out = stratified_split(column(train, first.ids_column), self.val_fraction, self.seed)
+        keep, held_out = stratified_split(*ragged_column(train, first.ids_column), self.val_fraction, self.seed)
         self.datasets["train"], self.datasets["val"] = select(train, keep), select(train, held_out)
         log.info("val: %d rows split from train (data.val_fraction=%s, stratified%s, seed %d)", len(held_out),
                  self.val_fraction, f" by tasks.{first.name}" if first.name else "", self.seed)
@@ -322,16 +345,15 @@ class TextClassificationDataModule(pl.LightningDataModule):
         rng = random.Random(self.seed)
         for split, data in self.datasets.items():
             if self.long_text == "chunk":
-                report_chunks(*(np.asarray(column(data, name)) for name in ("length", "chunks", "chunks_dropped")),
+                report_chunks(*(numpy_column(data, name) for name in ("length", "chunks", "chunks_dropped")),
                               split, self.max_length, self.chunk_stride, self.max_chunks)
                 continue
             sample = rng.sample(range(len(data)), min(len(data), 1000))
-            report_lengths(np.asarray(column(data, "length")), split, self.max_length,
+            report_lengths(numpy_column(data, "length"), split, self.max_length,
                            column(data.select(sample), "text") if sample else [], self.tokenizer)
-        train_texts = {text.strip().lower() for text in column(self.datasets["train"], "text")}
         for split in ("val", "test"):
             if split in self.datasets:
-                repeated = sum(text.strip().lower() in train_texts for text in column(self.datasets[split], "text"))
+                repeated = self._repeated_texts(split)
                 if repeated:
                     log.warning("%s: %d of %d rows have a text that also occurs in train (duplicates inflate "
                                 "%s metrics)", split, repeated, len(self.datasets[split]), split)
@@ -340,10 +362,23 @@ class TextClassificationDataModule(pl.LightningDataModule):
         for task in self.tasks:
             self._report_absent_labels(task)
 
+    def _repeated_texts(self, split: str) -> int:
+        """repeated_texts(train, split), kept in data.cache_dir under the two splits' fingerprints: a set-up that
+        finds it there reads no text."""
+        train, other = self.datasets["train"], self.datasets[split]
+        key = hashlib.sha256(f"{train._fingerprint}|{other._fingerprint}".encode()).hexdigest()[:24]
+        path = Path(self.cache_dir).expanduser() / "reports" / f"repeated-{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())["repeated"]
+        repeated = repeated_texts(train, other)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"repeated": repeated}))
+        return repeated
+
     def _report_labelled_rows(self) -> None:
         for split, data in self.datasets.items():
             for task in self.tasks:
-                labelled = sum(column(data, task.labelled_column))
+                labelled = int(numpy_column(data, task.labelled_column).sum())
                 if labelled == len(data):
                     log.info("%s/%s: %d labelled rows", split, task.name, labelled)
                     continue
@@ -355,7 +390,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         """Warn about labels a split has no row of: their per-class scores are 0 or undefined there, and they
         still weigh 1/K in the macro averages."""
         space = task.space
-        counts = {split: space.counts(column(data, task.ids_column)) for split, data in self.datasets.items()}
+        counts = {split: label_counts(data, task.ids_column, len(space.labels)) for split, data in self.datasets.items()}
         for split, split_counts in counts.items():
             absent = [i for i, n in enumerate(split_counts) if n == 0]
             if not absent:
@@ -394,12 +429,12 @@ class TextClassificationDataModule(pl.LightningDataModule):
         data = self.datasets[split]
         batch_size = self.batch_size if train else self.eval_batch_size
         trainer = self.trainer
-        lengths = column(data, "length") if (self.group_by_length or not train) else [0] * len(data)
+        lengths = numpy_column(data, "length") if (self.group_by_length or not train) else np.zeros(len(data), np.int32)
         ranks = dict(num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0)
         if self.max_chunks_per_batch is None:
             sampler = LengthGroupedSampler(lengths, batch_size, shuffle=train, seed=self.seed, **ranks)
         else:  # batches of whole documents, cut by windows too: the sampler yields batches (batch_size=None)
-            sampler = ChunkBoundedSampler(column(data, "chunks"), lengths, batch_size, self.max_chunks_per_batch,
+            sampler = ChunkBoundedSampler(numpy_column(data, "chunks"), lengths, batch_size, self.max_chunks_per_batch,
                                           shuffle=train, seed=self.seed, **ranks)
             self._tell_oversized(split, sampler)
         accelerated = trainer is not None and trainer.accelerator.__class__.__name__ != "CPUAccelerator"
@@ -456,15 +491,23 @@ class TextClassificationDataModule(pl.LightningDataModule):
         return self.test_dataloader()
 
 
-def pad_windows(rows: Sequence[Mapping[str, Any]], collator: DataCollatorWithPadding) -> dict[str, Any]:
-    """Whole documents' windows as one encoder batch: `input_ids` (total windows, L) padded to the longest window
-    (as `collator` pads rows: the tokenizer's padding side), `attention_mask`, `token_type_ids` when the rows have
-    them, and `chunk_counts` (B,) int64, each document's windows, in row order (its windows are consecutive)."""
-    windows = [{key: row[key][w] for key in WINDOW_COLUMNS if key in row}
-               for row in rows for w in range(len(row["input_ids"]))]
-    batch = dict(collator(windows))
-    batch["chunk_counts"] = torch.tensor([len(row["input_ids"]) for row in rows], dtype=torch.long)
-    return batch
+def label_counts(data: Dataset, ids_column: str, num_labels: int) -> list[int]:
+    """Rows carrying each label (a row lists a label once), from the label ids column."""
+    values, _ = ragged_column(data, ids_column)
+    return np.bincount(values, minlength=num_labels).tolist()
+
+
+def repeated_texts(train: Dataset, other: Dataset, rows: int = 100_000) -> int:
+    """How many of `other`'s rows have a text (stripped, lowercased) that a training row has too. Train is read
+    `rows` rows at a time, so the memory this takes is that of `other`'s texts, not train's."""
+    def normal(texts):
+        return pc.utf8_lower(pc.utf8_trim_whitespace(texts)).combine_chunks()
+
+    texts, found = normal(arrow_column(other, "text")), np.zeros(len(other), dtype=bool)
+    for start in range(0, len(train), rows):
+        piece = normal(arrow_column(train, "text", slice(start, start + rows)))
+        found |= pc.is_in(texts, value_set=piece).to_numpy(zero_copy_only=False)
+    return int(found.sum())
 
 
 class _ResumableLoader(DataLoader):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -66,14 +67,75 @@ def _codec(encoding: str) -> str:
 
 
 @contextmanager
-def _open(path: Path, encoding: str = "utf-8"):
-    """The file as text; bytes that are not `encoding` stop the reading with their line and byte offset."""
+def _open(path: Path, encoding: str = "utf-8", offset: int = 0):
+    """The file as text from byte `offset` (the start of a line); bytes that are not `encoding` stop the reading
+    with their line and byte offset."""
     try:
         # newline="" lets csv handle CRLF and newlines inside quotes.
-        with path.open(encoding=_codec(encoding), newline="") as stream:
-            yield stream
+        with path.open("rb") as raw:
+            raw.seek(offset)
+            with io.TextIOWrapper(raw, encoding=_codec(encoding) if not offset else encoding, newline="") as stream:
+                yield stream
     except UnicodeDecodeError as error:
         raise _undecodable(path, encoding, error) from None
+
+
+class Share(NamedTuple):
+    """A contiguous share of a file's rows, for one process to read: from byte `offset`, where line `line`
+    starts, to the row before line `stop` (None: the end of the file)."""
+
+    offset: int = 0
+    line: int = 1
+    stop: int | None = None
+
+
+def shares(path: Path, parts: int, encoding: str, quiet_lines: int) -> list[Share]:
+    """The file cut into about `parts` shares of equal size, each starting at a line. In a delimited file
+    (`quiet_lines` > 0) a share starts only after `quiet_lines` lines without a quote character: no quoted field
+    can be open there, since one is given up after that many lines (data.max_record_lines), so the shares read
+    exactly the rows one reader would. One share when the file is small, or when its bytes cannot be cut by
+    line without decoding (an encoding such as UTF-16, or lines ended by a lone CR)."""
+    if parts < 2 or "\n\"".encode(encoding) != b'\n"':
+        return [Share()]
+    size, found = path.stat().st_size, [Share()]
+    with path.open("rb") as stream:
+        for part in range(1, parts):
+            cut = _quiet_line(stream, max(part * size // parts, found[-1].offset), quiet_lines)
+            if cut is None:
+                break
+            breaks = _line_breaks(stream, found[-1].offset, cut)
+            if breaks is None:
+                return [Share()]
+            found[-1] = found[-1]._replace(stop=found[-1].line + breaks)
+            found.append(Share(cut, found[-1].stop))
+    return found
+
+
+def _quiet_line(stream, offset: int, quiet_lines: int, window: int = 1 << 22) -> int | None:
+    """The offset of the first line start after byte `offset` that `quiet_lines` lines without a quote
+    precede (None: none within `window` bytes, or not before the end of the file)."""
+    stream.seek(offset)
+    block = stream.read(window)
+    start, quiet = block.find(b"\n") + 1, 0
+    while start and quiet < quiet_lines:
+        end = block.find(b"\n", start) + 1
+        quiet = 0 if b'"' in block[start:end or len(block)] else quiet + 1
+        start = end
+    return offset + start if 0 < start < len(block) else None
+
+
+def _line_breaks(stream, start: int, end: int, chunk: int = 1 << 24) -> int | None:
+    """The lines that end between two byte offsets, counted as the reader counts them (None: there is a lone
+    CR, which the reader takes for a line end, or a CRLF cut by a chunk)."""
+    stream.seek(start)
+    breaks = 0
+    while start < end:
+        block = stream.read(min(chunk, end - start))
+        if block.count(b"\r") != block.count(b"\r\n"):
+            return None
+        breaks += block.count(b"\n")
+        start += len(block)
+    return breaks
 
 
 def _undecodable(path: Path, encoding: str, error: UnicodeDecodeError) -> HeadfitDataError:
@@ -237,17 +299,22 @@ def label_value(get, label: Column | None, label_columns: Sequence[Column] | Non
 def read_delimited(path: str, header: bool, text: int, text_pair: int | None, label: int | None,
                    label_columns: Sequence[int] | None, delimiter: str | None = None, *,
                    encoding: str = "utf-8", max_record_lines: int | None = None,
-                   tasks: Sequence[TaskColumns] = ()) -> Iterator[dict[str, Any]]:
+                   tasks: Sequence[TaskColumns] = (), share: Share = Share(),
+                   width: int | None = None) -> Iterator[dict[str, Any]]:
     """Rows of a CSV/TSV file in the uniform raw layout (columns given as positions; no label column: null).
     The delimiter follows the suffix unless given. Every line of the file that is not blank and not the
     header is one row, or part of a row whose quoted field holds a newline (at most `max_record_lines`,
-    default MAX_RECORD_LINES)."""
+    default MAX_RECORD_LINES). `share`: only the rows of that share (see `shares`); one after the first needs
+    `width`, the fields of the first row."""
     path = Path(path)
-    with _open(path, encoding) as stream:
+    with _open(path, encoding, share.offset) as stream:
         records = _Records(stream, delimiter or DELIMITED[path.suffix.lower()], max_record_lines)
-        width = None
+        records.line = share.line
+        width = width if share.offset else None  # the first share reads it from the header (or first row)
         while (record := records.next(width)) is not None:
             line, fields, _, problem = record
+            if share.stop is not None and line >= share.stop:
+                break
             if fields == []:  # a blank line carries no row
                 continue
             if width is None and fields is not None:
@@ -282,12 +349,15 @@ def _object(pairs: list[tuple[str, Any]]) -> _Object:
 
 def read_jsonl(path: str, text: str, text_pair: str | None, label: str | None,
                label_columns: Sequence[str] | None, *, encoding: str = "utf-8",
-               tasks: Sequence[TaskColumns] = ()) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file (one object per line) in the uniform raw layout (columns given as keys)."""
+               tasks: Sequence[TaskColumns] = (), share: Share = Share()) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file (one object per line) in the uniform raw layout (columns given as keys); `share`:
+    only the rows of that share (see `shares`)."""
     used = {text, text_pair, label, *(label_columns or ()),
             *(c for task in tasks for c in (task.label, *(task.label_columns or ())))} - {None}
-    with _open(Path(path), encoding) as stream:
-        for number, line in enumerate(stream, start=1):
+    with _open(Path(path), encoding, share.offset) as stream:
+        for number, line in enumerate(stream, start=share.line):
+            if share.stop is not None and number >= share.stop:
+                break
             if not line.strip():
                 continue
             row = {"line": number, "text": "", "text_pair": None, "label": "null", "problem": ""}

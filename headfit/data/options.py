@@ -42,13 +42,14 @@ def check(*, max_length: Any, batch_size: Any, eval_batch_size: Any, max_train_r
           has_val: bool, on_bad_row: Any, num_workers: Any, seed: Any, header: Any, group_by_length: Any,
           pin_memory: Any, label_delimiter: Any, encoding: Any, max_record_lines: Any, long_text: Any = "truncate",
           chunk_stride: Any = 32, max_chunks: Any = 16, max_chunks_per_batch: Any = None,
-          has_text_pair: bool = False) -> None:
+          has_text_pair: bool = False, num_proc: Any = None) -> None:
     """Refuse the first data.* argument that cannot work."""
     count(max_length, "data.max_length", what=" (tokens a row keeps; 0 would cut every row)")
     count(batch_size, "data.batch_size")
     count(eval_batch_size, "data.eval_batch_size", optional=True)
     count(max_train_rows, "data.max_train_rows", optional=True)
     count(num_workers, "data.num_workers", minimum=0, optional=True)
+    count(num_proc, "data.num_proc", optional=True, what=" (processes that tokenise and check the data)")
     count(seed, "seed", minimum=0)
     count(max_record_lines, "data.max_record_lines")
     # Without a validation file a share of train is held out; with one, val_fraction is unused (0 is fine).

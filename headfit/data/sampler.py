@@ -37,15 +37,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
 
 class LengthGroupedSampler(DistributedSampler):
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool = True, seed: int = 0,
+    """`lengths`: tokens per row, a NumPy array (or any sequence). The epoch's order is one int32 tensor, 4
+    bytes a row, cut into batches as they are yielded (see the module doc)."""
+
+    def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0, pool_batches: int = 64):
         super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
-        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        self.lengths = torch.from_numpy(np.array(lengths, dtype=np.int32))  # a copy: arrays from Arrow are read-only
         self.batch_size, self.pool_batches = batch_size, pool_batches
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
 
@@ -53,25 +57,30 @@ class LengthGroupedSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.resume_at = (epoch, batches)
 
-    def global_batches(self) -> list[torch.Tensor]:
-        """This epoch's global batches (row indices), in order, before they are split between ranks."""
+    def order(self) -> torch.Tensor:
+        """This epoch's rows, global batch after global batch (the short one, if any, last)."""
         size = self.batch_size * self.num_replicas
         if not self.shuffle:
-            return list(torch.argsort(self.lengths, descending=True, stable=True).split(size))
+            return torch.argsort(self.lengths, descending=True, stable=True).int()
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator)
-        pools = [pool[torch.argsort(self.lengths[pool], descending=True, stable=True)]
-                 for pool in order.split(size * self.pool_batches)]
-        batches = list(torch.cat(pools).split(size))
-        short = [batch for batch in batches if len(batch) < size]  # at most one: the end of the last pool
-        full = [batch for batch in batches if len(batch) == size]
-        return [full[i] for i in torch.randperm(len(full), generator=generator)] + short
+        order = torch.randperm(len(self.lengths), generator=generator).int()
+        order = torch.cat([pool[torch.argsort(self.lengths[pool], descending=True, stable=True)]
+                           for pool in order.split(size * self.pool_batches)])
+        full = len(order) // size  # every pool but the last is whole batches: the short batch ends the last one
+        shuffled = order[: full * size].view(full, size)[torch.randperm(full, generator=generator)]
+        return torch.cat([shuffled.view(-1), order[full * size:]])
+
+    def global_batches(self) -> list[torch.Tensor]:
+        """This epoch's global batches (row indices), in order, before they are split between ranks."""
+        return list(self.order().long().split(self.batch_size * self.num_replicas))
 
     def _slices(self) -> Iterator[torch.Tensor]:
-        batches = self.global_batches()
+        order, size = self.order(), self.batch_size * self.num_replicas
+        start = 0
         if self.resume_at is not None and self.resume_at[0] == self.epoch:
-            batches, self.resume_at = batches[self.resume_at[1]:], None
-        for batch in batches:
+            start, self.resume_at = self.resume_at[1] * size, None
+        for start in range(start, len(order), size):
+            batch = order[start:start + size]
             if len(batch) < self.num_replicas:  # too few rows for every rank: repeat some (see module doc)
                 batch = batch.repeat(self.num_replicas)[: self.num_replicas]
             yield batch.tensor_split(self.num_replicas)[self.rank]
@@ -97,8 +106,8 @@ class ChunkBoundedSampler(DistributedSampler):
     def __init__(self, chunks: Sequence[int], lengths: Sequence[int], batch_size: int, max_chunks_per_batch: int, *,
                  shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, pool_batches: int = 64):
         super().__init__(chunks, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
-        self.chunks = torch.as_tensor(chunks, dtype=torch.long)
-        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        self.chunks = torch.from_numpy(np.array(chunks, dtype=np.int64))
+        self.lengths = torch.from_numpy(np.array(lengths, dtype=np.int64))
         self.batch_size, self.max_chunks_per_batch, self.pool_batches = batch_size, max_chunks_per_batch, pool_batches
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
         self._made: tuple[tuple[int, bool], list[list[list[int]]]] | None = None  # ((epoch, shuffle), batches)

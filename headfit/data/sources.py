@@ -18,16 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, Features, Value
 from datasets.exceptions import DatasetGenerationError
 
 from headfit.data import files
 from headfit.data.files import TaskColumns
+from headfit.data.tokenize import BATCH_ROWS, processes
 from headfit.errors import HeadfitConfigError, HeadfitDataError, HeadfitError
 
 RAW_FEATURES = Features({"line": Value("int64"), "text": Value("string"), "text_pair": Value("string"),
                          "label": Value("string"), "problem": Value("string")})
 LAYOUT_VERSION = "3"  # bump when the raw layout or the readers change, so caches are rebuilt
+BYTES_PER_ROW = 100  # to tell a large file from its size (data.num_proc=null: tokenize.processes)
 
 
 @dataclass(frozen=True)
@@ -64,9 +69,11 @@ class Source:
 
 def load_source(location: str, key: str, columns: Columns, *, header: bool = True, cache_dir: str | Path,
                 hub_dataset: str | None = None, hub_config: str | None = None, encoding: str = "utf-8",
-                max_record_lines: int | None = None) -> Source:
+                max_record_lines: int | None = None, num_proc: int | None = None) -> Source:
     """Read one split. `key` is the config key that named it (used in error messages); `encoding` is that of
-    CSV/TSV/JSONL files, `max_record_lines` the most lines a quoted CSV/TSV field may span."""
+    CSV/TSV/JSONL files, `max_record_lines` the most lines a quoted CSV/TSV field may span. A large CSV, TSV or
+    JSONL file is read by `num_proc` processes (as tokenize.processes), each a share of its lines
+    (files.shares); every row keeps its line number in the file."""
     cache_dir = str(Path(cache_dir).expanduser())
     if hub_dataset:
         return _from_arrow(_load_hub(hub_dataset, hub_config, location, key, cache_dir),
@@ -95,7 +102,7 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
         reader, kwargs = files.read_jsonl, {"text": columns.text, "text_pair": columns.text_pair,
                                             "label": columns.label, "label_columns": columns.label_columns,
                                             "tasks": columns.tasks}
-        label_names = {}
+        label_names, quiet_lines = {}, 0
     else:
         head = files.header_of(path, header, encoding=encoding)
         if not head:
@@ -116,27 +123,35 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
                                                 "text_pair": position.get("data.text_pair_column"),
                                                 "label": position.get("data.label_column"),
                                                 "label_columns": label_columns, "tasks": tasks,
-                                                "max_record_lines": max_record_lines}
+                                                "max_record_lines": max_record_lines,
+                                                "width": head if isinstance(head, int) else len(head)}
+        quiet_lines = max_record_lines or files.MAX_RECORD_LINES
         label_names = {name: [head[i] for i in task_columns]
                        for name, task_columns in [(None, label_columns), *((t.name, t.label_columns) for t in tasks)]
                        if task_columns and isinstance(head, list)}
-    try:
-        data = Dataset.from_generator(_rows, features=RAW_FEATURES, cache_dir=cache_dir,
-                                      gen_kwargs={"reader": reader, "path": str(path), "key": key, "stamp": stamp,
-                                                  "encoding": encoding, **kwargs},
-                                      fingerprint=stamp)
+    parts = processes(num_proc, stat.st_size // BYTES_PER_ROW if num_proc is None else stat.st_size)
+    cut = files.shares(path, parts or 1, encoding, quiet_lines)
+    arguments = {"reader": reader, "path": str(path), "key": key, "stamp": stamp, "encoding": encoding, **kwargs}
+    try:  # a list in gen_kwargs is shared out between the processes: here, the shares of the file
+        data = Dataset.from_generator(_rows, features=RAW_FEATURES, cache_dir=cache_dir, fingerprint=stamp,
+                                      writer_batch_size=BATCH_ROWS,
+                                      gen_kwargs={**arguments, "shares": cut},
+                                      num_proc=len(cut) if len(cut) > 1 else None)
     except DatasetGenerationError as error:  # datasets wraps what the reader raised: say that, in words
         if isinstance(error.__cause__, HeadfitError):
             raise error.__cause__ from None
+        if len(cut) > 1:  # from another process the cause does not come back: read again here, to raise it
+            list(_rows(**arguments, shares=cut))
         raise
     return Source(data, str(path), line_is_file_line=True, label_names=label_names, fingerprint=stamp)
 
 
-def _rows(reader: Callable, path: str, key: str, stamp: str, **kwargs: Any):
+def _rows(reader: Callable, path: str, key: str, stamp: str, shares: Sequence[files.Share], **kwargs: Any):
     # `stamp` (size and modification time of the file) is part of the datasets cache key and unused here.
     count = 0
-    for count, row in enumerate(reader(path, **kwargs), start=1):
-        yield row
+    for share in shares:
+        for count, row in enumerate(reader(path, share=share, **kwargs), start=count + 1):
+            yield row
     if not count:  # a header and no rows (or blank lines only): nothing to train or evaluate on
         raise HeadfitDataError(f"{path} has no rows (a header line, or blank lines, only)", where=key,
                                fix="give it labelled rows, or point the key at another file")
@@ -221,11 +236,60 @@ def _uniform(batch: dict[str, list], indices: list[int], text: str, pair: str | 
 
 
 def column(data: Dataset, name: str) -> list:
-    """All values of one column as a list. (Iterating `data[name]` reads row by row: seconds per 100k rows.)"""
+    """All values of one column as a list. (Iterating `data[name]` reads row by row: seconds per 100k rows.)
+    A Python object per row: for the few rows of a report, or small splits; whole columns go through
+    `arrow_column`, `numpy_column` and `ragged_column`."""
     return data.select_columns([name]).to_dict()[name]
 
 
-def select(data: Dataset, rows: list[int]) -> Dataset:
-    """The given rows, written out contiguously (cached), so later reads need no index indirection."""
-    return data.select(rows).flatten_indices()
+def arrow_column(data: Dataset, name: str, rows: slice = slice(None)) -> pa.ChunkedArray:
+    """One column (or `rows` of it) as Arrow, from the memory-mapped table, an index mapping applied with one
+    Arrow `take` (datasets' own reads gather row by row: seconds per 100k rows): no Python object per row."""
+    column = data.data.column(name)
+    mapping = data._indices  # what `select` left (None: no mapping); datasets has no public name for it
+    if mapping is None:
+        start, stop, _ = rows.indices(len(data))
+        return column.slice(start, stop - start)
+    return _take(column, mapping.column(0)[rows].to_numpy())
+
+
+def _take(column: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
+    """column[rows], chunk by chunk: Arrow's own `take` on a chunked column first copies the whole column into
+    one array (a file's worth of memory, for a few rows)."""
+    rows = rows.astype(np.int64)
+    ends = np.cumsum([len(chunk) for chunk in column.chunks])
+    chunk_of = np.searchsorted(ends, rows, side="right")
+    order = np.argsort(chunk_of, kind="stable")  # the rows of each chunk together (a no-op for ascending rows)
+    rows, chunk_of = rows[order], chunk_of[order]
+    cuts = np.flatnonzero(np.diff(chunk_of)) + 1
+    starts = ends - [len(chunk) for chunk in column.chunks]
+    pieces = [column.chunk(int(part[0])).take(pa.array(taken - starts[part[0]]))
+              for taken, part in zip(np.split(rows, cuts), np.split(chunk_of, cuts)) if len(taken)]
+    taken = pa.chunked_array(pieces, type=column.type)
+    if (order[1:] < order[:-1]).any():  # back to the order asked for: a copy of the rows taken only
+        taken = taken.take(pa.array(np.argsort(order)))
+    return taken
+
+
+def numpy_column(data: Dataset, name: str) -> np.ndarray:
+    """A column of numbers or booleans as one NumPy array."""
+    return arrow_column(data, name).to_numpy()
+
+
+def ragged_column(data: Dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A column of lists of numbers (label ids) as (values, offsets): row i's list is values[offsets[i]:offsets[i+1]]."""
+    lists = arrow_column(data, name).combine_chunks()
+    offsets = lists.offsets.to_numpy()
+    return lists.flatten().to_numpy(), offsets - offsets[0]
+
+
+def problem_rows(data: Dataset) -> np.ndarray:
+    """The positions of the rows whose `problem` is set (rows that cannot be used), ascending."""
+    return np.flatnonzero(pc.binary_length(arrow_column(data, "problem")).to_numpy() > 0)
+
+
+def select(data: Dataset, rows: Sequence[int] | np.ndarray) -> Dataset:
+    """The given rows, as an index mapping onto the same table (cached next to it, 8 bytes a row): nothing is
+    copied, however many rows the split has."""
+    return data.select(np.asarray(rows, dtype=np.int64))
 

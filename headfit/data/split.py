@@ -1,57 +1,79 @@
-"""Seeded row selection: a stratified validation split of train, and a random subset of train."""
+"""Seeded row selection: a stratified validation split of train, and a random subset of train.
+
+Both work on NumPy arrays (label ids as `values` and `offsets`: row i's ids are values[offsets[i]:offsets[i+1]],
+as sources.ragged_column reads them), so a split of millions of rows holds a few bytes per row, not a Python
+object per row.
+"""
 
 from __future__ import annotations
 
-import random
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+import numpy as np
 
 
-def stratified_split(label_ids: Sequence[Sequence[int]], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train rows, validation rows): `fraction` of each stratum, seeded.
+def stratified_split(values: np.ndarray, offsets: np.ndarray, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows), each ascending: `fraction` of each stratum, seeded.
 
     A row's stratum is its label; for multilabel rows, the rarest label it carries (rows without labels form
     one stratum), so rare labels reach the validation set too. Every label with at least 2 rows keeps at least
     one in each part: a label absent from validation has no F1 to measure, yet counts in the macro average.
     A label with a single row stays in train (the caller reports the labels validation lacks).
     """
-    frequency = Counter(i for ids in label_ids for i in ids)
-    strata: dict[int, list[int]] = defaultdict(list)
-    for row, ids in enumerate(label_ids):
-        strata[min(ids, key=lambda i: (frequency[i], i)) if ids else -1].append(row)
-    rng = random.Random(seed)
-    validation: set[int] = set()
-    for stratum in sorted(strata):
-        rows = strata[stratum]
-        rng.shuffle(rows)
-        share = round(len(rows) * fraction)
-        if len(rows) >= 2 and stratum != -1:  # at least one row on each side
-            share = min(max(share, 1), len(rows) - 1)
-        validation.update(rows[:share])
-    _cover(label_ids, frequency, validation, rng)
-    return [row for row in range(len(label_ids)) if row not in validation], sorted(validation)
+    values, offsets = np.asarray(values, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+    rows = len(offsets) - 1
+    frequency = np.bincount(values)
+    single = len(values) == rows and bool((np.diff(offsets) == 1).all())  # one label a row: its stratum
+    stratum = values if single else _rarest(values, offsets, frequency)
+    rng = np.random.default_rng(seed)
+    validation = np.zeros(rows, dtype=bool)
+    order = np.argsort(stratum, kind="stable")
+    sizes = np.bincount(stratum + 1)  # rows per stratum, -1 (no label) first
+    for name, members in zip(range(-1, len(sizes) - 1), np.split(order, np.cumsum(sizes)[:-1])):
+        if not len(members):
+            continue
+        members = rng.permutation(members)
+        share = round(len(members) * fraction)
+        if len(members) >= 2 and name != -1:  # at least one row on each side
+            share = min(max(share, 1), len(members) - 1)
+        validation[members[:share]] = True
+    if not single:  # a label that is no row's rarest may still miss a side
+        _cover(values, offsets, frequency, validation, rng)
+    return np.flatnonzero(~validation), np.flatnonzero(validation)
 
 
-def _cover(label_ids: Sequence[Sequence[int]], frequency: Counter, validation: set[int], rng: random.Random) -> None:
+def _rarest(values: np.ndarray, offsets: np.ndarray, frequency: np.ndarray) -> np.ndarray:
+    """Each row's rarest label (ties: the lower id), -1 for a row without labels."""
+    labels = len(frequency)
+    stratum = np.full(len(offsets) - 1, -1, dtype=np.int64)
+    labelled = np.diff(offsets) > 0
+    if labelled.any():  # the minimum of frequency * labels + id over each row's ids
+        stratum[labelled] = np.minimum.reduceat(frequency[values] * labels + values, offsets[:-1][labelled]) % labels
+    return stratum
+
+
+def _cover(values: np.ndarray, offsets: np.ndarray, frequency: np.ndarray, validation: np.ndarray,
+           rng: np.random.Generator) -> None:
     """Multilabel: a label that is no row's rarest may still miss one side; move one of its rows across, if
     that takes no other label's last row from the side it leaves."""
-    sides = {True: Counter(i for row in validation for i in label_ids[row])}  # True: validation, False: train
-    sides[False] = Counter({i: n - sides[True][i] for i, n in frequency.items()})
-    for label in sorted(frequency, key=lambda i: (frequency[i], i)):
+    row_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))  # the row of each entry of `values`
+    on_validation = np.bincount(values[validation[row_of]], minlength=len(frequency))
+    sides = {True: on_validation, False: frequency - on_validation}  # True: validation, False: train
+    for label in sorted(np.flatnonzero(frequency >= 2), key=lambda i: (frequency[i], i)):
         for to_validation in (True, False):
-            if frequency[label] < 2 or sides[to_validation][label]:
+            if sides[to_validation][label]:
                 continue
             leaving = sides[not to_validation]
-            movable = [row for row, ids in enumerate(label_ids) if label in ids and
-                       (row in validation) != to_validation and all(leaving[i] > 1 for i in ids)]
+            candidates = row_of[values == label]
+            movable = [row for row in candidates[validation[candidates] != to_validation]
+                       if (leaving[values[offsets[row]:offsets[row + 1]]] > 1).all()]
             if movable:
-                row = rng.choice(movable)
-                (validation.add if to_validation else validation.discard)(row)
-                for i in label_ids[row]:
-                    sides[to_validation][i] += 1
-                    leaving[i] -= 1
+                row = movable[rng.integers(len(movable))]
+                validation[row] = to_validation
+                ids = values[offsets[row]:offsets[row + 1]]
+                sides[to_validation][ids] += 1
+                leaving[ids] -= 1
 
 
-def random_subset(rows: int, keep: int, seed: int) -> list[int]:
+def random_subset(rows: int, keep: int, seed: int) -> np.ndarray:
     """`keep` of `rows` row numbers, seeded, in their original order."""
-    return sorted(random.Random(seed).sample(range(rows), keep))
+    return np.sort(np.random.default_rng(seed).choice(rows, size=keep, replace=False))

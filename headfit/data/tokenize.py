@@ -5,6 +5,10 @@ The cache key is (the raw split's fingerprint, the tokenizer's own definition, m
 tokenizer loads the token ids from `data.cache_dir` instead of tokenising again. Rows are not padded here;
 batches are padded to their longest row (window) when they are made.
 
+The cache holds the token columns only (int32 ids, int8 masks), joined to the raw split row by row, and is
+written by `num_proc` processes, each tokenising a contiguous share of the rows (`processes`: one per core for
+large splits). The token ids leave the tokenizer as NumPy arrays and enter Arrow as such: no Python list per row.
+
 `long_text=truncate` (the default): one row of token ids per text, cut at max_length.
 `long_text=chunk`: a text is cut into windows of max_length tokens, each with the tokenizer's special tokens,
 consecutive windows sharing `stride` tokens; the first `max_chunks` are kept. A row then holds its windows:
@@ -17,16 +21,34 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset
+import pyarrow as pa
+from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerBase
+
+from headfit.data.windows import encode_chunks
 
 log = logging.getLogger(__name__)
 
 LONG_TEXT = ("truncate", "chunk")
+TOKENS_LAYOUT = "2"  # token columns only, int32 ids: bump when the cached columns change
+PARALLEL_ROWS = 50_000  # data.num_proc=null: splits this large are processed by one process per core
+# Rows per Arrow record batch in the cache files. Opening a memory-mapped file reads every batch's header, and the
+# kernel maps 64 KiB around each read: with 1,000-row batches that is ~64 bytes a row resident per file, for nothing.
+BATCH_ROWS = 20_000
+
+
+def processes(num_proc: int | None, rows: int) -> int | None:
+    """How many processes `datasets.map` runs for a split of `rows` rows (None: this one). data.num_proc=null:
+    one per core (at most 8) from PARALLEL_ROWS rows on; below that, starting processes costs more than it saves."""
+    if num_proc is None:
+        num_proc = min(os.cpu_count() or 1, 8) if rows >= PARALLEL_ROWS else 1
+    num_proc = min(num_proc, rows)
+    return num_proc if num_proc > 1 else None
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -37,66 +59,50 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 def tokenize(data: Dataset, fingerprint: str, tokenizer: PreTrainedTokenizerBase, max_length: int,
              cache_dir: str | Path, split: str, *, long_text: str = "truncate", chunk_stride: int = 32,
-             max_chunks: int = 16) -> Dataset:
-    """Add input_ids, attention_mask (token_type_ids) and length columns to the raw split (chunk: input_ids and
-    token_type_ids as lists of windows, chunks, chunks_dropped and length; see the module doc).
+             max_chunks: int = 16, num_proc: int | None = None) -> Dataset:
+    """The raw split with input_ids, attention_mask (token_type_ids) and length columns added (chunk: input_ids
+    and token_type_ids as lists of windows, chunks, chunks_dropped and length; see the module doc).
 
-    `fingerprint` identifies the raw split's content (sources.Source.fingerprint).
+    `fingerprint` identifies the raw split's content (sources.Source.fingerprint); `num_proc` as `processes`.
     """
-    definition = f"{fingerprint}|{tokenizer_fingerprint(tokenizer)}|{max_length}"
-    if long_text == "chunk":  # truncate keeps its key as it was, so existing caches stay valid
+    definition = f"{fingerprint}|{tokenizer_fingerprint(tokenizer)}|{max_length}|{TOKENS_LAYOUT}"
+    if long_text == "chunk":
         definition += f"|chunk|{chunk_stride}|{max_chunks}"
     key = hashlib.sha256(definition.encode()).hexdigest()
     path = Path(cache_dir).expanduser() / "tokens" / f"{key[:24]}.arrow"
-    hit = path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
+    hit = any(path.parent.glob(f"{path.stem}*.arrow"))  # with num_proc, one file per process
     function, arguments = (_tokenize, {"tokenizer": tokenizer, "max_length": max_length}) if long_text != "chunk" \
         else (_tokenize_chunks, {"tokenizer": tokenizer, "max_length": max_length, "stride": chunk_stride,
                                  "max_chunks": max_chunks})
-    tokenized = data.map(function, batched=True, batch_size=1000, cache_file_name=str(path),
-                         load_from_cache_file=True, new_fingerprint=key[:32], fn_kwargs=arguments,
-                         desc=f"tokenising {split}")
+    # The text columns go in as Arrow and only the token columns come out: the cache file holds nothing twice.
+    tokens = data.select_columns(["text", "text_pair"]).with_format("arrow").map(
+        function, batched=True, batch_size=BATCH_ROWS, cache_file_name=str(path), load_from_cache_file=True,
+        new_fingerprint=key[:32], fn_kwargs=arguments, remove_columns=["text", "text_pair"],
+        num_proc=processes(num_proc, len(data)), desc=f"tokenising {split}")
     log.info("%s: %s token ids of %d rows (%s)", split, "loaded cached" if hit else "tokenised and cached",
-             len(tokenized), path)
-    return tokenized
+             len(tokens), path)
+    return concatenate_datasets([data, tokens.with_format(None)], axis=1)
 
 
-def _tokenize(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict[str, list]:
-    pairs = batch["text_pair"]
-    pairs = None if all(p is None for p in pairs) else ["" if p is None else p for p in pairs]
-    encoded = tokenizer(batch["text"], pairs, truncation=True, max_length=max_length)
-    encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
-    return dict(encoded)
+def _tokenize(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_length: int) -> pa.Table:
+    pairs = batch.column("text_pair")
+    pairs = None if pairs.null_count == len(pairs) else pairs.fill_null("").to_pylist()
+    encoded = tokenizer(batch.column("text").to_pylist(), pairs, truncation=True, max_length=max_length,
+                        padding=True, return_tensors="np")
+    mask = encoded["attention_mask"].astype(bool)
+    lengths = mask.sum(axis=1)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
+    columns = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "token_type_ids": pa.int8()}
+    # Padded (rows, longest) matrices back to one list per row: the entries under the mask, row after row.
+    tokens = {name: pa.ListArray.from_arrays(offsets, pa.array(encoded[name][mask], kind))
+              for name, kind in columns.items() if name in encoded}
+    return pa.table({**tokens, "length": pa.array(lengths, pa.int32())})
 
 
-def _tokenize_chunks(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int,
+def _tokenize_chunks(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int,
                      max_chunks: int) -> dict[str, list]:
-    return encode_chunks(tokenizer, batch["text"], max_length, stride, max_chunks)
-
-
-def encode_chunks(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, stride: int,
-                  max_chunks: int) -> dict[str, list]:
-    """Each text as its windows, one entry per text: input_ids [[window ids], ...], token_type_ids likewise (when
-    the tokenizer makes them), chunks, chunks_dropped, length. Prediction chunks with this too, so it windows a
-    text exactly as training did.
-
-    The windows are the fast tokenizer's own overflow (`return_overflowing_tokens`): each is a valid encoder
-    input with its special tokens, and a text that fits in one window is encoded exactly as truncation would.
-    """
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, stride=stride,
-                        return_overflowing_tokens=True, return_attention_mask=False)
-    windowed = [name for name in ("input_ids", "token_type_ids") if name in encoded]
-    documents: dict[str, list] = {name: [[] for _ in texts] for name in windowed}
-    needed = [0] * len(texts)
-    for window, document in enumerate(encoded["overflow_to_sample_mapping"]):
-        needed[document] += 1
-        if needed[document] <= max_chunks:
-            for name in windowed:
-                documents[name][document].append(encoded[name][window])
-    documents["chunks"] = [len(windows) for windows in documents["input_ids"]]
-    documents["chunks_dropped"] = [n - kept for n, kept in zip(needed, documents["chunks"])]
-    documents["length"] = [sum(map(len, windows)) for windows in documents["input_ids"]]
-    return documents
+    return encode_chunks(tokenizer, batch.column("text").to_pylist(), max_length, stride, max_chunks)
 
 
 def report_lengths(lengths: np.ndarray, split: str, max_length: int, texts: list[str],
