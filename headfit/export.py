@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from headfit import __version__
+from headfit.adapters import merge_adapter
 from headfit.errors import HeadfitConfigError, HeadfitError, HeadfitOutputError, chain, unwritable
 from headfit.aggregation import chunk_layout
 from headfit.data.windows import encode_chunks, pad_windows
@@ -140,7 +141,7 @@ def _classifier_weights(module: ClassifierModule) -> tuple[Tensor, Tensor]:
 def export_hf(predictor: Predictor, out_dir: str | Path) -> dict[str, Any]:
     """Write a Hugging Face model directory; returns what was written and the parity seen on the probe texts."""
     out_dir = Path(out_dir)
-    module = _on_cpu(predictor.module)
+    module = _exportable(predictor.module)
     model = to_hf_model(module)
     encoded = predictor.tokenizer(PROBE, padding=True, truncation=True, max_length=predictor.max_length,
                                   return_tensors="pt")
@@ -194,7 +195,7 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
-    module = copy.deepcopy(predictor.module).cpu()
+    module = _exportable(predictor.module)
     # Attention written out as matmuls and a softmax: onnxruntime runs that graph faster on CPUs than the one
     # traced from PyTorch's fused scaled_dot_product_attention (measured in benchmarks/predict.py's set-up).
     if hasattr(module.encoder, "set_attn_implementation"):
@@ -339,8 +340,13 @@ def _quiet(logger: str):
         log.setLevel(level)
 
 
-def _on_cpu(module: ClassifierModule) -> ClassifierModule:
-    return module if module.device.type == "cpu" else copy.deepcopy(module).cpu()
+def _exportable(module: ClassifierModule) -> ClassifierModule:
+    """A CPU copy of the module to export, a LoRA adapter merged into its encoder's weights (a plain encoder of its
+    architecture again, no peft needed to run it); the checkpoint's own module stays as it was, so the parity checks
+    compare the export with the checkpoint's probabilities."""
+    module = copy.deepcopy(module).cpu()
+    merge_adapter(module.encoder)
+    return module
 
 
 def export(checkpoint: str | Path, format: str, out_dir: str | Path, *, tokenizer: str | None = None,

@@ -8,7 +8,8 @@ Everything it needs is in its hyperparameters (plain values), so `ClassifierModu
 rebuilds it with no config file and no download: the encoder's architecture is saved with them and the
 checkpoint's weights fill it in. A checkpoint also holds the labels it was trained for (checked when it is
 loaded) and, when the module has a `tokenizer` (the data module's, attached in `setup`), that tokenizer's files:
-a checkpoint alone is enough to predict (headfit/predict.py).
+a checkpoint alone is enough to predict (headfit/predict.py). With `adapter="lora"` the encoder trains through
+LoRA adapters (headfit/adapters.py); its checkpoints still hold the whole model, and the base encoder's identity.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from torchmetrics import CatMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from headfit.adapters import adapter_state, add_lora, base_identity, check_same_base, lora_options
 from headfit.configs import head_preset, head_presets
 from headfit.aggregation import ChunkAggregation, chunk_layout
 from headfit.checkpoint import atomic_save
@@ -97,6 +99,8 @@ class ClassifierModule(pl.LightningModule):
         freeze_encoder: bool = False,
         freeze_layers: int = 0,
         gradient_checkpointing: bool = False,
+        adapter: str | None = None,
+        lora: Mapping[str, Any] | None = None,
         compile: bool = False,
         encoder_config: dict[str, Any] | None = None,
         tasks: Mapping[str, Mapping[str, Any]] | None = None,
@@ -110,6 +114,7 @@ class ClassifierModule(pl.LightningModule):
         for name, spec in specs.items():
             check_arguments({**arguments, **spec}, self._key(name))
         check_mode(hierarchy)
+        lora = lora_options(adapter, _plain(lora), freeze_encoder)  # None: full fine-tuning (headfit/adapters.py)
         built, encoder = encoder_name(encoder)
         self.save_hyperparameters(ignore=["encoder", "head", "labels", "class_weights", "thresholds", "tasks"])
         if self.multitask:
@@ -122,6 +127,13 @@ class ClassifierModule(pl.LightningModule):
 
         # train mode: from_pretrained (and perhaps a model built by the user) returns eval mode, without dropout
         self.encoder = (built if built is not None else load_encoder(encoder, encoder_config)).train()
+        # With LoRA: the base encoder's identity (name, hash of its weights), from the weights just loaded; a model
+        # rebuilt from a checkpoint's config (random weights until its state dict fills them in) takes the saved
+        # one in on_load_checkpoint. Then the adapters, every other encoder weight frozen.
+        self.base_encoder: dict[str, str] | None = None
+        if lora is not None:
+            self.base_encoder = base_identity(self.encoder, encoder) if encoder_config is None else None
+            self.hparams.lora = add_lora(self.encoder, lora)  # target_modules resolved: a checkpoint rebuilds them
         # Saved so that load_from_checkpoint rebuilds the architecture without the original weights.
         self.hparams.encoder_config = self.encoder.config.to_dict()
         self.save_hyperparameters(dict(self.hparams))  # again, so the logged hparams.yaml has the final values too
@@ -160,15 +172,18 @@ class ClassifierModule(pl.LightningModule):
         for stage in STAGES:  # train_metrics, val_metrics, test_metrics: {task: its metrics}
             setattr(self, f"{stage}_metrics", nn.ModuleDict({
                 name: task.metrics().clone(prefix=f"{stage}/{self._prefix(name)}") for name, task in self.tasks.items()}))
-        if all(getattr(head, "pooling", "cls") != "cls" for head in self.heads.values()) \
-                and getattr(self.encoder, "pooler", None) is not None:
-            self.encoder.pooler.requires_grad_(False)  # unused by the heads: no optimizer state, no DDP complaint
+        if getattr(self.encoder, "pooler", None) is not None:
+            # unused by the heads: no optimizer state, no DDP complaint; used: it trains fully, also next to LoRA
+            self.encoder.pooler.requires_grad_(any(getattr(head, "pooling", "cls") == "cls"
+                                                   for head in self.heads.values()))
         check_scale_options(layer_decay, compile)
         freeze(self.encoder, freeze_encoder, freeze_layers)
         if gradient_checkpointing:
             enable_gradient_checkpointing(self.encoder)
         if compile:
             self.encoder.compile()  # in place: the state dict keeps its keys, so checkpoints load either way
+        if lora is not None:
+            log.info("%s", self._lora_summary())
 
         # When set, validation/test logits, targets and which rows are labelled are gathered from every rank (for
         # tuning and reports).
@@ -182,6 +197,18 @@ class ClassifierModule(pl.LightningModule):
         # How the data module cut long documents into windows ({"long_text": "chunk", "max_length", "chunk_stride",
         # "max_chunks"}), saved in checkpoints so that prediction windows a text as training did; None: truncated.
         self.chunking: dict[str, Any] | None = None
+
+    def _lora_summary(self) -> str:
+        """One line for the log: the adapters and what trains."""
+        lora, total = self.hparams.lora, sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        adapters = sum(p.numel() for p in adapter_state(self.encoder).values())
+        pooler = getattr(self.encoder, "pooler", None)
+        trains_pooler = pooler is not None and any(p.requires_grad for p in pooler.parameters())
+        return (f"LoRA r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']} on "
+                f"{', '.join(lora['target_modules'])}: {adapters:,} adapter parameters; {trainable:,} of {total:,} "
+                f"parameters train ({100 * trainable / total:.2f}%: the adapters, the heads"
+                f"{', the pooler' if trains_pooler else ''}); the rest of the encoder is frozen")
 
     # ---- tasks ----------------------------------------------------------------------------------
 
@@ -321,7 +348,29 @@ class ClassifierModule(pl.LightningModule):
             saved.update(tokenizer=tokenizer_files(self.tokenizer), max_length=self.max_length)
         if self.chunking is not None:
             saved["chunking"] = dict(self.chunking)
+        saved["adapter"] = self._adapter()
+        if self.base_encoder is not None:
+            saved["base_encoder"] = dict(self.base_encoder)
         checkpoint[CHECKPOINT_KEY] = saved
+
+    def _adapter(self) -> dict[str, Any] | None:
+        """The encoder's adapter as a checkpoint records it: {"adapter": "lora", "lora": its options}, or None."""
+        adapter = self.hparams.get("adapter")
+        return None if adapter is None else {"adapter": adapter, "lora": dict(self.hparams.lora)}
+
+    def _check_adapter(self, saved: Mapping[str, Any]) -> None:
+        """A checkpoint's weights fit a model with the same adapter, on the same base encoder (LoRA)."""
+        if "adapter" in saved and saved["adapter"] != self._adapter():
+            def said(adapter):
+                return "encoder.adapter=null" if adapter is None else \
+                    f"encoder.adapter={adapter['adapter']} encoder.lora={adapter['lora']}"
+            raise HeadfitConfigError(
+                f"the checkpoint was trained with {said(saved['adapter'])}, and this model has {said(self._adapter())}",
+                where="encoder.adapter, encoder.lora against the checkpoint's",
+                fix="build the model with the checkpoint's encoder.adapter and encoder.lora, or load the checkpoint on "
+                    "its own (ClassifierModule.load_from_checkpoint(path), headfit-predict): it holds its encoder")
+        check_same_base(saved.get("base_encoder"), self.base_encoder)
+        self.base_encoder = self.base_encoder or saved.get("base_encoder")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning's load_from_checkpoint(path, labels=...) overwrites the saved hyperparameters with the
@@ -355,6 +404,7 @@ class ClassifierModule(pl.LightningModule):
                 for old, new in LEGACY_KEYS.items():
                     if key == old or (old.endswith(".") and key.startswith(old)):
                         state[new + key[len(old):] if old.endswith(".") else new] = state.pop(key)
+        self._check_adapter(saved)
         if self.tokenizer is None and "tokenizer" in saved:
             self.tokenizer, self.max_length = tokenizer_from_files(saved["tokenizer"]), saved.get("max_length")
         self.chunking = saved.get("chunking", self.chunking)

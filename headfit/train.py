@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from headfit.adapters import describe
 from headfit.checkpoint import keep_earlier_metrics, resolve_ckpt_path
 from headfit.configs import config_dir
 from headfit.data.tasks import DATA_KEYS
@@ -44,7 +45,7 @@ log = logging.getLogger("headfit")
 # encoder.<key> -> the ClassifierModule argument it sets (name_or_path is `encoder`); a key left out of an
 # encoder config keeps the module's default
 ENCODER_OPTIONS = {"freeze": "freeze_encoder", "freeze_layers": "freeze_layers",
-                   "gradient_checkpointing": "gradient_checkpointing"}
+                   "gradient_checkpointing": "gradient_checkpointing", "adapter": "adapter", "lora": "lora"}
 _config_dir = config_dir  # its earlier name (headfit/configs.py)
 
 
@@ -102,6 +103,7 @@ def _train(cfg: DictConfig) -> float | None:
     results["val"], results["decisions"], val_outputs = model.validate_and_fit_decisions(trainer, datamodule, best)
     if best and trainer.is_global_zero:
         model.save_decisions(best)
+        log.info("%s", describe(model, Path(best).stat().st_size))  # its size, and what it holds
     results["val_report"] = evaluate(model, val_outputs, "val", reports)
     if datamodule.test_dataloader():
         results["test"], test_outputs = model.test_with_decisions(trainer, datamodule)
