@@ -7,7 +7,8 @@ import json
 import re
 from pathlib import Path
 
-import pytest
+import datasets  # noqa: F401  its logging handler keeps the sys.stderr of its first import: the session's, not
+import pytest     # the capsys stream of whichever test first reads data (closed after that test)
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
