@@ -7,12 +7,28 @@ import json
 import re
 from pathlib import Path
 
-import datasets  # noqa: F401  its logging handler keeps the sys.stderr of its first import: the session's, not
-import pytest     # the capsys stream of whichever test first reads data (closed after that test)
+import logging
+
+import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from headfit.data.demo import ASIDES, CLAUSES, OPENERS, SLOTS
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Take off the log handlers a test left on the root or the headfit logger (a command run in-process, such as a
+    Hydra job configuring its logging, leaves handlers that write to that test's captured stream, closed once the
+    test ends: a later test's log records then fail with "Logging error"), so that no test logs into another's."""
+    loggers = [logging.getLogger(), logging.getLogger("headfit")]
+    before = [(logger, set(logger.handlers), logger.level) for logger in loggers]
+    yield
+    for logger, handlers, level in before:
+        for handler in set(logger.handlers) - handlers:
+            if not type(handler).__module__.startswith("_pytest"):  # pytest's own come and go with each phase
+                logger.removeHandler(handler)
+        logger.setLevel(level)
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (minutes each)")
