@@ -281,17 +281,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/predict.py", *sys.argv[1:]])
-    missing = [str(args.data_dir / DATASETS[n]["folder"]) for n in args.names
-               if not (args.data_dir / DATASETS[n]["folder"] / DATASETS[n]["eval"]).is_file()]
-    if missing:
-        print(f"skipped: {missing} not found (see ../shared/datasets/README.md, or give --data-dir)")
-        return 0
+
+def quiet_libraries() -> None:
+    """What a timed run prints: warnings and errors of Lightning and headfit, errors of transformers, no warnings
+    and no progress bars of transformers or datasets."""
     import datasets
     import pytorch_lightning  # noqa: F401  (imported now so that its loggers exist and can be quietened)
-    import torch
     import transformers
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -302,6 +297,18 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/predict.py", *sys.argv[1:]])
+    missing = [str(args.data_dir / DATASETS[n]["folder"]) for n in args.names
+               if not (args.data_dir / DATASETS[n]["folder"] / DATASETS[n]["eval"]).is_file()]
+    if missing:
+        print(f"skipped: {missing} not found (see ../shared/datasets/README.md, or give --data-dir)")
+        return 0
+    import torch
+
+    quiet_libraries()
     torch.set_num_threads(cores())
     device = "cuda" if torch.cuda.is_available() else "cpu"
     info = machine()

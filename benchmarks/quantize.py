@@ -33,7 +33,6 @@ import os
 import shlex
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -274,20 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"skipped: {missing} not found (see ../shared/datasets/README.md, or give --data-dir)")
         return 0
-    import datasets
-    import pytorch_lightning  # noqa: F401  (imported now so that its loggers exist and can be quietened)
     import torch
-    import transformers
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in list(logging.root.manager.loggerDict):
-        if name.split(".")[0] in ("pytorch_lightning", "lightning", "lightning_fabric", "headfit", "root"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    predict_benchmark.quiet_libraries()
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantiser logs its advice on the root logger
-    warnings.filterwarnings("ignore")
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
     torch.set_num_threads(cores())
     load, info = os.getloadavg()[0], machine()
     with tempfile.TemporaryDirectory(prefix="headfit-quantize-bench-") as tmp:
