@@ -683,8 +683,11 @@ class ClassifierModule(pl.LightningModule):
             if not parameter.requires_grad:  # frozen: no optimizer state
                 continue
             depth, decayed = depths.get(id(parameter), 0), parameter.ndim >= 2
+            # The name is what the lr monitor's column says (`lr-AdamW/decayed`), instead of Lightning's `pg1`.
+            name = ("decayed" if decayed else "not_decayed") + (f"/depth{depth}" if depths else "")
             group = groups.setdefault((depth, decayed), {
-                "params": [], "lr": lr * decay**depth, "weight_decay": self.hparams.weight_decay if decayed else 0.0})
+                "params": [], "name": name, "lr": lr * decay**depth,
+                "weight_decay": self.hparams.weight_decay if decayed else 0.0})
             group["params"].append(parameter)
         return list(groups.values())
 
