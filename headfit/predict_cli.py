@@ -69,29 +69,31 @@ def read_inputs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
 def _read_file(path: Path, input_format: str, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     from headfit.data import files
 
+    files.check_encoding(args.encoding, "--encoding")
     if input_format == "txt":
         if args.text_column is not None or args.id_column is not None or args.text_pair_column is not None:
             raise HeadfitConfigError("a .txt input has one text a line and no columns", where="--input-format txt",
                                      fix="drop --text-column / --id-column / --text-pair-column, or use a CSV, TSV "
                                          "or JSONL file")
-        return files.read_lines(str(path))
+        return files.read_lines(str(path), encoding=args.encoding)
     text = args.text_column if args.text_column is not None else ("text" if args.header else 0)
     if input_format == "jsonl":
-        keys = files.jsonl_keys(path)
+        keys = files.jsonl_keys(path, encoding=args.encoding)
         for option, key in [("--text-column", text), ("--text-pair-column", args.text_pair_column),
                             ("--id-column", args.id_column)]:
             if key is not None and key not in keys:
                 raise HeadfitConfigError(f"{path} has no key {key!r}; its rows have {keys}", where=option,
                                          fix=f"set {option} to one of {keys}")
         # The id column travels in the readers' label slot: prediction input has no labels.
-        return files.read_jsonl(str(path), text, args.text_pair_column, args.id_column, None)
+        return files.read_jsonl(str(path), text, args.text_pair_column, args.id_column, None, encoding=args.encoding)
     delimiter = {"csv": ",", "tsv": "\t"}[input_format]
-    head = files.header_of(path, args.header, delimiter)
+    head = files.header_of(path, args.header, delimiter, encoding=args.encoding)
     position = {option: files.resolve_column(column, head, path, option, header_key="drop --no-header")
                 for option, column in [("--text-column", text), ("--text-pair-column", args.text_pair_column),
                                        ("--id-column", args.id_column)] if column is not None}
     return files.read_delimited(str(path), args.header, position["--text-column"],
-                                position.get("--text-pair-column"), position.get("--id-column"), None, delimiter)
+                                position.get("--text-pair-column"), position.get("--id-column"), None, delimiter,
+                                encoding=args.encoding)
 
 
 def apply_bad_row_policy(rows: list[dict[str, Any]], name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -226,6 +228,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                               "text; 0 with --no-header)")
     parser.add_argument("--text-pair-column", help="a second text column, for models trained on text pairs")
     parser.add_argument("--id-column", help="a column copied to the output as `id`")
+    parser.add_argument("--encoding", default="utf-8", help="the input's text encoding (default utf-8; e.g. latin-1, "
+                        "utf-16)")
     parser.add_argument("--no-header", dest="header", action="store_false",
                         help="the CSV/TSV file has no header row (name columns by position)")
     parser.add_argument("-o", "--output", help="output file (default: stdout)")

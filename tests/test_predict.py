@@ -251,6 +251,19 @@ def test_cli_reads_a_file_without_header_by_position(checkpoints, tmp_path, caps
     assert code == 0 and [r["id"] for r in jsonl(out)] == [str(i) for i in range(len(TEXTS))]
 
 
+@pytest.mark.parametrize("suffix", ["txt", "csv"])
+def test_cli_reads_a_file_in_the_encoding_it_is_told(checkpoints, tmp_path, capsys, suffix):
+    texts = ["un café crème", "déjà vu à Noël"]  # bytes that are not UTF-8 in latin-1
+    path = tmp_path / f"latin.{suffix}"
+    path.write_text(("" if suffix == "txt" else "text\n") + "\n".join(texts) + "\n", encoding="latin-1")
+    code, _, err = run_main([checkpoints["binary"], "-i", path], capsys)
+    assert code != 0 and "latin" in err and "--encoding" in err and "Traceback" not in err
+    code, out, _ = run_main([checkpoints["binary"], "-i", path, "--encoding", "latin-1", "--include-text"], capsys)
+    assert code == 0 and [r["text"] for r in jsonl(out)] == texts
+    code, _, err = run_main([checkpoints["binary"], "-i", path, "--encoding", "latin-9x"], capsys)
+    assert code != 0 and "unknown text encoding 'latin-9x'" in err and "--encoding" in err
+
+
 def test_cli_reads_stdin_one_text_a_line_or_as_told(checkpoints, capsys, monkeypatch):
     code, out, _ = run_main([checkpoints["binary"]], capsys, "good\r\nbad film\n", monkeypatch)
     assert code == 0 and [r["line"] for r in jsonl(out)] == [1, 2]

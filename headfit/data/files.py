@@ -153,8 +153,9 @@ def _undecodable(path: Path, encoding: str, error: UnicodeDecodeError) -> Headfi
             offset += len(raw)
     return HeadfitDataError(
         f"{path} is not {encoding} text: {detail}", where=where,
-        fix="re-encode the file as UTF-8 (e.g. iconv -f cp1252 -t utf-8 in.csv > out.csv), or, for training "
-            "data, name its encoding: data.encoding=cp1252 (or latin-1, utf-16, ...)")
+        fix="re-encode the file as UTF-8 (e.g. iconv -f cp1252 -t utf-8 in.csv > out.csv), or name its encoding "
+            "(cp1252, latin-1, utf-16, ...): data.encoding=cp1252 for training data, --encoding cp1252 for "
+            "headfit-predict and headfit-eval")
 
 
 class _RunOn(Exception):
