@@ -7,18 +7,20 @@ union of its emotions' groups, and an emotion no group names, neutral, stays its
 and the same budget for every run, each in a fresh `python train.py` process with its own run directory and
 its own (cold) token cache:
 
-    three-head   experiment=goemotions_hierarchy: one encoder, a sigmoid head per level, decision.hierarchy=consistent
+    three-head   experiment=goemotions_hierarchy: one encoder, a sigmoid head per level, decision.hierarchy as
+                 --hierarchy says (consistent: bottom-up, the default; top_down)
     emotion      experiment=goemotions_minilm: the 28 emotions
     ekman        experiment=goemotions_minilm on TSVs this script writes, whose label column is the Ekman level
     sentiment    the same for the sentiment level
 
 Per level: test macro-F1 with the thresholds tuned on dev, from each run's metrics.json (`test/macro_f1`;
-three-head: `test/<task>/macro_f1`, with its consistent decoding), and the same recomputed from the best checkpoint's predictions. Per
+three-head: `test/<task>/macro_f1`, with its decoding), and the same recomputed from the best checkpoint's predictions. Per
 run: the training job's wall time, and its fit time from train.log ("training done: ... in ..."). Prediction:
 texts/s of `Predictor.from_checkpoint(best).predict(test texts)`, one timed pass after a one-batch warm-up; the
 three-head model predicts all three levels in one pass, the single-level models' times are summed. Hierarchy:
-the three-head model's test predictions decoded with decision.hierarchy=independent and =consistent, counting
-(row, emotion) predictions whose Ekman or sentiment group is not predicted.
+the three-head model's test predictions decoded with decision.hierarchy=consistent, =top_down and =independent
+(with the thresholds its run tuned under --hierarchy), counting (row, emotion) predictions whose Ekman or sentiment
+group is not predicted.
 
     python benchmarks/multitask.py                          # 2 epochs on all 43,410 rows: hours on 2 CPU cores
     python benchmarks/multitask.py --max-train-rows 2000 --epochs 1    # a quick check of the whole script
@@ -50,6 +52,7 @@ from throughput import machine  # noqa: E402
 
 TITLE = "Multi-task: three GoEmotions levels on one encoder (issue #12)"
 LEVELS = ("emotion", "ekman", "sentiment")  # the three-head recipe's task names; emotion is the child of both
+DECODINGS = ("consistent", "top_down", "independent")  # decision.hierarchy: the two that agree, then each head alone
 MAPPINGS = {"ekman": "ekman_mapping.json", "sentiment": "sentiment_mapping.json"}
 # the targets of issue #12
 F1_GAP = 0.5        # each level of the three-head model within this many points of its single-level model
@@ -124,7 +127,8 @@ def runs(args: argparse.Namespace, goemotions: Path, hierarchy: dict) -> list[di
               f"data.batch_size={args.batch_size}", f"optim.lr={args.lr}", f"data.max_length={args.max_length}",
               *([f"data.max_train_rows={args.max_train_rows}"] if args.max_train_rows else []),
               "trainer.enable_progress_bar=false"]
-    planned = [{"name": "three-head", "levels": LEVELS, "overrides": ["experiment=goemotions_hierarchy", *budget]},
+    planned = [{"name": "three-head", "levels": LEVELS, "overrides": [
+                    "experiment=goemotions_hierarchy", *budget, f"decision.hierarchy={args.hierarchy}"]},
                {"name": "emotion", "levels": ("emotion",), "overrides": ["experiment=goemotions_minilm", *budget]}]
     for level in hierarchy:
         files = write_level_files(goemotions, hierarchy, level, args.runs_dir / "data")
@@ -230,17 +234,16 @@ def measure_predictions(run: dict[str, Any], done: dict[str, Any], texts: list[s
     predictor = Predictor.from_checkpoint(done["metrics"]["best_checkpoint"], batch_size=batch_size)
     done["device"] = str(predictor.module.device)
     if run["name"] == "three-head":
-        # decision.hierarchy is read from the module's hparams at decoding time: the lead's switch for issue #12
-        predictor.module.hparams.hierarchy = "consistent"
-        done["predict_s"], consistent = timed_predictions(predictor, texts, batch_size)
-        predictor.module.hparams.hierarchy = "independent"
-        independent = predictor.predict(texts, progress=False)
-        done["inconsistent"] = {"consistent": inconsistent(consistent, hierarchy),
-                                "independent": inconsistent(independent, hierarchy)}
+        done["predict_s"], _ = timed_predictions(predictor, texts, batch_size)  # as trained (--hierarchy)
+        decoded = {}
+        for decoding in DECODINGS:  # read from the module's hparams at decoding time
+            predictor.module.hparams.hierarchy = decoding
+            decoded[decoding] = predictor.predict(texts, progress=False)
+        done["inconsistent"] = {decoding: inconsistent(results, hierarchy) for decoding, results in decoded.items()}
         done["f1_from_predictions"] = {
             decoding: {level: macro_f1(truth[level], [decided(r[level]) for r in results], labels[level])
                        for level in LEVELS}
-            for decoding, results in (("consistent", consistent), ("independent", independent))}
+            for decoding, results in decoded.items()}
     else:
         done["predict_s"], results = timed_predictions(predictor, texts, batch_size)
         (level,) = run["levels"]
@@ -273,7 +276,7 @@ def section(args: argparse.Namespace, done: dict[str, dict[str, Any]], info: dic
         gaps[level] = None if single is None or three is None else three - single
         recomputed = [done.get(level, {}).get("f1_from_predictions", {}).get("single", {}).get(level),
                       *((multi or {}).get("f1_from_predictions", {}).get(d, {}).get(level)
-                        for d in ("consistent", "independent"))]
+                        for d in DECODINGS)]
         level_rows.append(f"| {level} | {len(labels[level])} | {cell(single)} | {cell(three)} | "
                           f"{cell(gaps[level], '+.1f')} | {' / '.join(map(cell, recomputed))} |")
 
@@ -309,15 +312,16 @@ def section(args: argparse.Namespace, done: dict[str, dict[str, Any]], info: dic
            + (f"; fit time alone {fit_ratio:.2f}x)" if fit_ratio else ")") if wall_ratio else verdict(None)),
         f"- Predicting all three levels >= {SPEED_RATIO}x the summed single-level throughput: "
         + (verdict(speed_ratio >= SPEED_RATIO) + f" ({speed_ratio:.2f}x)" if speed_ratio else verdict(None)),
-        "- 0 inconsistent predictions with decision.hierarchy=consistent: "
-        + (verdict(sum(counts["consistent"].values()) == 0) if counts else verdict(None)),
+        "- 0 inconsistent predictions with consistent decoding (decision.hierarchy=consistent and =top_down): "
+        + (verdict(all(sum(counts[d].values()) == 0 for d in DECODINGS[:2] if d in counts)) if counts
+           else verdict(None)),
         f"- Emotion level of the three-head model >= {EMOTION_F1} test macro-F1: "
         + (verdict(emotion >= EMOTION_F1) + f" ({emotion:.1f})" if emotion is not None else verdict(None)),
     ]
     hierarchy_line = ("- Three-head test predictions, (row, emotion) pairs whose group is not predicted: "
                       + "; ".join(f"decision.hierarchy={d}: " + ", ".join(f"{level} {n}" for level, n in
                                                                           counts[d].items())
-                                  for d in ("independent", "consistent")) + f" (of {rows:,} rows)."
+                                  for d in reversed(DECODINGS) if d in counts) + f" (of {rows:,} rows)."
                       if counts else "- Inconsistent predictions: not measured yet.")
     budget = (f"{args.epochs} epoch(s) on {f'{args.max_train_rows:,}' if args.max_train_rows else 'all 43,410'} "
               f"training rows, batch {args.batch_size}, lr {args.lr:g}, max_length {args.max_length}, seed 42")
@@ -339,13 +343,14 @@ def section(args: argparse.Namespace, done: dict[str, dict[str, Any]], info: dic
         f"- Macro-F1: GoEmotions test set ({rows:,} rows), percent, thresholds tuned per label on dev, from each "
         f"run's metrics.json ({', '.join(f'`{key}`' for key in keys) or 'none read yet'}); 'from predictions': "
         "recomputed here from the best checkpoint's `Predictor.predict` decisions (three-head: with "
-        "decision.hierarchy=consistent / independent).",
+        f"decision.hierarchy={' / '.join(DECODINGS)}, with the thresholds tuned under "
+        f"decision.hierarchy={args.hierarchy}).",
         f"- Times: the training job's wall time (data, tokenising, fit, tuning, test, reports) and its fit time "
         f"(train.log, validation included). Prediction: `Predictor.from_checkpoint(best, batch_size="
         f"{args.batch_size}).predict(test texts)`, one timed pass after a one-batch warm-up.",
         "",
         "| level | labels | single-level macro-F1 | three-head macro-F1 | three-head - single | from predictions: "
-        "single / three-head consistent / independent |",
+        "single / three-head consistent / top_down / independent |",
         "|---|--:|--:|--:|--:|--:|",
         *level_rows,
         "",
@@ -390,6 +395,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-rows", type=int, default=None,
                         help="data.max_train_rows: the same seeded subset in every run (default: all 43,410)")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the runs, torch threads here")
+    parser.add_argument("--hierarchy", choices=DECODINGS[:2], default="consistent",
+                        help="decision.hierarchy of the three-head run (its decisions in metrics.json, and the "
+                             "thresholds it tunes)")
     parser.add_argument("--reuse", action="store_true",
                         help="skip a run whose directory holds metrics.json from the same overrides")
     return parser.parse_args(argv)

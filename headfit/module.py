@@ -45,7 +45,7 @@ from headfit.encoder import (check_max_length, enable_gradient_checkpointing, fr
 from headfit.errors import (HeadfitConfigError, HeadfitDataError, HeadfitOutputError,
                             unreadable_checkpoint, unsafe_globals)
 from headfit.heads import Head
-from headfit.hierarchy import Hierarchy, check_mode
+from headfit.hierarchy import Hierarchy, check_mode, decide_top_down
 from headfit.task import SUGGESTED_HEAD, Task
 
 log = logging.getLogger(__name__)
@@ -480,17 +480,22 @@ class ClassifierModule(pl.LightningModule):
         return self.decisions[self._only("decide")].decide(logits)
 
     def decide_all(self, logits: Mapping[str, Tensor], hierarchy: str | None = None) -> dict[str, tuple[Tensor, Tensor]]:
-        """{task: logits} -> {task: (probabilities, decisions)}, each with its task's fitted decisions; made
-        consistent across the levels of a hierarchy when `hierarchy` (default: hparams.hierarchy) is consistent
-        (headfit/hierarchy.py has the rule)."""
+        """{task: logits} -> {task: (probabilities, decisions)}, each with its task's fitted decisions; made to agree
+        across the levels of a hierarchy when `hierarchy` (default: hparams.hierarchy) is consistent (bottom-up: the
+        links finest first) or top_down (coarsest first); headfit/hierarchy.py has the rules."""
         decided = {name: self.decisions[name].decide(logits[name]) for name in self.tasks}
-        if (hierarchy or self.hparams.hierarchy) != "consistent" or not self.hierarchies:
+        mode = hierarchy or self.hparams.hierarchy
+        if mode == "independent" or not self.hierarchies:
             return decided
         hot = {name: self.tasks[name].multi_hot(decisions) for name, (_, decisions) in decided.items()}
-        for link in self.hierarchies:
-            hot[link.child], hot[link.parent] = link.make_consistent(
-                hot[link.child], hot[link.parent], decided[link.child][0], decided[link.parent][0],
-                parent_single_label=self.tasks[link.parent].single_label)
+        if mode == "top_down":
+            hot = decide_top_down(self.hierarchies, hot, {name: value[0] for name, value in decided.items()},
+                                  {name: task.single_label for name, task in self.tasks.items()})
+        else:
+            for link in self.hierarchies:
+                hot[link.child], hot[link.parent] = link.make_consistent(
+                    hot[link.child], hot[link.parent], decided[link.child][0], decided[link.parent][0],
+                    parent_single_label=self.tasks[link.parent].single_label)
         return {name: (decided[name][0], self.tasks[name].from_multi_hot(hot[name])) for name in self.tasks}
 
     def inconsistencies(self, logits: Mapping[str, Tensor], hierarchy: str = "independent") -> dict[str, int]:

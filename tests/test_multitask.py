@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from headfit import ClassifierModule, HeadfitConfigError
-from headfit.hierarchy import Hierarchy
+from headfit.hierarchy import Hierarchy, decide_top_down
 from headfit.shape_check import check_shapes
 from headfit.task import Task
 
@@ -132,6 +132,61 @@ def test_consistent_decoding_never_leaves_a_child_without_its_parent():
                 assert (fixed_parent.sum(1) == 1).all()
             if child_kind != "multilabel":
                 assert torch.equal(fixed_child, child)  # a single-label child decides; its parent follows
+
+
+def random_decisions(kind, probabilities):
+    if kind == "multilabel":
+        return probabilities > 0.5
+    return torch.nn.functional.one_hot(probabilities.argmax(1), probabilities.shape[1]).bool()
+
+
+def test_top_down_decoding_keeps_the_parent_and_drops_what_it_rules_out():
+    generator = torch.Generator().manual_seed(1)
+    for child_kind, parent_kind in [("multilabel", "multilabel"), ("multilabel", "multiclass"),
+                                    ("multiclass", "multiclass"), ("multiclass", "multilabel")]:
+        link = hierarchy(child_kind, parent_kind)
+        for _ in range(20):
+            child_p, parent_p = torch.rand(16, 4, generator=generator), torch.rand(16, 3, generator=generator)
+            child, parent = random_decisions(child_kind, child_p), random_decisions(parent_kind, parent_p)
+            hot = decide_top_down([link], {"fine": child, "coarse": parent}, {"fine": child_p, "coarse": parent_p},
+                                  {"fine": child_kind != "multilabel", "coarse": parent_kind != "multilabel"})
+            assert link.inconsistent(hot["fine"], hot["coarse"]) == 0
+            if child_kind == "multilabel":  # only drops child labels; the parent decides as it did
+                assert torch.equal(hot["coarse"], parent) and not (hot["fine"] & ~child).any()
+            else:
+                assert (hot["fine"].sum(1) == 1).all()  # a single-label child keeps exactly one label
+                ruled_in = link.covers(parent).any(1)  # rows where some child label lies in a decided group
+                assert torch.equal(hot["coarse"][ruled_in], parent[ruled_in])
+                # inside the decided groups, the child's label is its most probable one there
+                best = child_p.masked_fill(~link.covers(parent), -1).argmax(1)
+                moved = ruled_in & ~(child & link.covers(parent)).any(1)
+                assert torch.equal(hot["fine"][moved].float().argmax(1), best[moved])
+
+
+def test_top_down_decoding_follows_every_parent_of_a_child():
+    fine = Task("multiclass", tuple(FINE), "softmax")
+    group = Task("multiclass", tuple(GROUPS), "softmax")
+    polarity_groups = {"pos": ["joy", "love"], "neg": ["anger", "neutral"]}
+    polarity = Task("binary", tuple(polarity_groups), "softmax")
+    links = [Hierarchy.from_groups("fine", fine, "group", group, GROUPS),
+             Hierarchy.from_groups("fine", fine, "polarity", polarity, polarity_groups)]
+    probabilities = {"fine": torch.tensor([[0.1, 0.2, 0.6, 0.1], [0.1, 0.2, 0.6, 0.1]]),  # anger most probable
+                     "group": torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]]),
+                     "polarity": torch.tensor([[0.8, 0.2], [0.1, 0.9]])}
+    hot = {"fine": torch.tensor([[0, 0, 1, 0], [0, 0, 1, 0]], dtype=torch.bool),
+           "group": torch.tensor([[1, 0, 0], [0, 0, 1]], dtype=torch.bool),  # positive; neutral
+           "polarity": torch.tensor([[1, 0], [0, 1]], dtype=torch.bool)}  # pos; neg
+    single = {"fine": True, "group": True, "polarity": True}
+    decided = decide_top_down(links, hot, probabilities, single)
+    # row 0: positive and pos allow joy or love: love is the more probable; row 1: neutral and neg allow neutral
+    assert decided["fine"].float().argmax(1).tolist() == [1, 3]
+    assert torch.equal(decided["group"], hot["group"]) and torch.equal(decided["polarity"], hot["polarity"])
+    # positive and neg share no child label: the child's own label stands and both parents follow it
+    hot["polarity"] = torch.tensor([[0, 1], [0, 1]], dtype=torch.bool)
+    decided = decide_top_down(links, hot, probabilities, single)
+    assert decided["fine"][0].tolist() == [False, False, True, False]  # anger
+    assert decided["group"][0].tolist() == [False, True, False] and decided["polarity"][0].tolist() == [False, True]
+    assert all(link.inconsistent(decided["fine"], decided[link.parent]) == 0 for link in links)
 
 
 def test_independent_decoding_counts_what_consistent_removes():

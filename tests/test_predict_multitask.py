@@ -33,9 +33,9 @@ HIERARCHY = {"fine": {"labels": FINE, "kind": "multilabel", "thresholds": [0.3, 
              "sentiment": {"labels": ["neg", "pos"], "kind": "binary", "head": "sigmoid"}}
 
 
-def save_checkpoint(path, encoder, tasks, *, temperature=None, biases=None):
+def save_checkpoint(path, encoder, tasks, *, temperature=None, biases=None, hierarchy="consistent"):
     torch.manual_seed(0)
-    module = ClassifierModule(encoder=encoder, tasks=tasks)
+    module = ClassifierModule(encoder=encoder, tasks=tasks, hierarchy=hierarchy)
     for name, value in (temperature or {}).items():
         module.decisions[name].temperature.fill_(value)
     with torch.no_grad():  # a random model decides alike for every text: biases make its heads disagree
@@ -241,6 +241,26 @@ def test_onnx_export_has_every_task_s_outputs_and_the_checkpoint_s_decisions(onn
         for name, task in predictor.tasks.items():
             assert np.abs(outputs[f"{name}.probabilities"] - probabilities[name]).max() <= 1e-4
             assert task.names(torch.from_numpy(outputs[f"{name}.decisions"])) == [decided(r[name]) for r in expected]
+
+
+def test_onnx_export_decides_top_down_in_its_graph(tiny_encoder, tmp_path):
+    import onnxruntime
+
+    # a single-label child of two parents: the graph holds the moves to the parents' groups and the fallback
+    tasks = {**HIERARCHY, "fine": {"labels": FINE, "kind": "multiclass"}}
+    checkpoint = save_checkpoint(tmp_path / "top_down.ckpt", tiny_encoder, tasks, hierarchy="top_down",
+                                 biases={"group": [0.0, 10.0, 0.0], "polarity": [-10.0, 10.0]})
+    assert export_main([str(checkpoint), "--format", "onnx", str(tmp_path / "onnx")]) == 0  # checks decisions too
+    predictor = Predictor.from_checkpoint(checkpoint)
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    encoded = AutoTokenizer.from_pretrained(tmp_path / "onnx")(TEXTS, padding=True, return_tensors="np")
+    outputs = dict(zip([o.name for o in session.get_outputs()],
+                       session.run(None, {i.name: encoded[i.name] for i in session.get_inputs()})))
+    expected = predictor.predict(TEXTS)
+    for name, task in predictor.tasks.items():
+        assert task.names(torch.from_numpy(outputs[f"{name}.decisions"])) == [decided(r[name]) for r in expected]
+    assert {r["group"]["label"] for r in expected} == {"negative"}  # the parents decide (and neg) ...
+    assert {r["fine"]["label"] for r in expected} == {"anger"}  # ... and the child follows: their one shared label
 
 
 def test_onnx_metadata_describes_every_task_and_the_hierarchy(onnx_export):
