@@ -96,7 +96,7 @@ def _read_file(path: Path, input_format: str, args: argparse.Namespace) -> Itera
 
 def apply_bad_row_policy(rows: list[dict[str, Any]], name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Stop at the first bad row (empty text, unreadable line), or skip them and say which on stderr."""
-    from headfit.data.checks import FIXES, text_problem
+    from headfit.data.files import FIXES, text_problem
 
     bad = []
     for row in rows:
