@@ -34,7 +34,8 @@ from headfit.encoder import check_max_length, load_tokenizer
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.model import SINGLE_TASK, Classifier
 from headfit.onnx_model import OnnxModel
-from headfit.predict_cli import main  # noqa: F401 (headfit-predict's entry point, and `python -m headfit.predict`)
+# headfit-predict's entry points, also here: `python -m headfit.predict`, `from headfit.predict import main`
+from headfit.predict_cli import command, main  # noqa: F401
 from headfit.task import Task
 
 PART_ROWS = 65536  # texts tokenised and sorted at a time: bounds memory on huge inputs, padding barely changes
@@ -291,4 +292,4 @@ def _encoder_tokenizer(module: Classifier, path: Path) -> PreTrainedTokenizerBas
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

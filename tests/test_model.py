@@ -86,3 +86,12 @@ def test_headfit_predict_labels_a_text_without_importing_training_libraries(tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     record, loaded = done.stdout.strip().splitlines()
     assert json.loads(record)["labels"] is not None and loaded == "loaded: []"
+
+
+def test_the_command_exits_with_main_s_status(tmp_path, tiny_encoder):
+    path = checkpoint(tmp_path / "model.ckpt", tiny_encoder, "one task")
+    labelled, failed = (subprocess.run([sys.executable, "-m", "headfit.predict_cli", str(model), "a fine film"],
+                                       capture_output=True, text=True, timeout=120)
+                        for model in (path, tmp_path / "missing.ckpt"))
+    assert labelled.returncode == 0 and json.loads(labelled.stdout)["labels"] is not None
+    assert failed.returncode == 1 and "missing.ckpt" in failed.stderr and "Traceback" not in failed.stderr
