@@ -4,9 +4,7 @@ The same command as `headfit-predict`; the code lives in headfit/predict_cli.py 
 headfit/predict.py (`Predictor`).
 """
 
-import sys
-
-from headfit.predict_cli import main
+from headfit.predict_cli import command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -19,11 +19,15 @@ Start-up: each command's `--help`; `import headfit` against `import torch, trans
 from the shell: `headfit-predict CKPT "text"` against a process that builds `transformers.pipeline
 ("text-classification")` on the Hugging Face export of the same checkpoint (`headfit-export --format hf`) and
 labels the same text; both timed from process start to exit, best of 3 after one unmeasured run. The checkpoint is
-the bundled MiniLM with an untrained softmax head (head.pooling=cls, 2 labels): start-up does not depend on
-training.
+the bundled MiniLM with an untrained softmax head (head.pooling=cls, 2 labels), saved with an AdamW state as a
+training checkpoint holds one (about 270 MB in all): start-up does not depend on training, but reading the file
+does depend on what is in it. Where the time of those two goes: the same work in instrumented processes (imports;
+loading the checkpoint or building the pipeline; labelling the text), the rest being the interpreter's start and
+exit.
 
     python benchmarks/scale.py                       # 1M and 4M rows: about 40 minutes on 2 CPU cores
     python benchmarks/scale.py --rows 20000          # a smoke run at one small size
+    python benchmarks/scale.py --startup-only        # start-up alone (5 minutes); keeps the data set-up figures
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,9 +43,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import REPO, write_section  # first: puts this checkout ahead of an installed headfit
+from report import BENCHMARKS_MD, REPO, write_section  # first: puts this checkout ahead of an installed headfit
 
 TITLE = "Scale: millions of rows, and start-up (issue #14)"
+# The section's two parts, each with the command and date of the run that measured it
+DATA_HEADING, STARTUP_HEADING = "### Data set-up", "### Start-up"
 SST2 = REPO.parent / "shared" / "datasets" / "sst2" / "train.tsv"
 MAX_LENGTH = 128
 TRAIN_BATCHES = 300
@@ -159,6 +166,7 @@ def command(module: str, function: str, name: str, *args: str) -> list[str]:
 CHECKPOINT = """
 import sys
 import pytorch_lightning as pl
+import torch
 from headfit import ClassifierModule
 from headfit.encoder import bundled_minilm_path, load_tokenizer
 module = ClassifierModule(encoder=bundled_minilm_path(), labels=["negative", "positive"], kind="binary",
@@ -168,11 +176,47 @@ trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enab
                      enable_model_summary=False, accelerator="cpu")
 trainer.strategy.connect(module)
 trainer.save_checkpoint(sys.argv[1])
+# the optimizer state a training checkpoint holds: AdamW's two moments per weight, after one step
+optimizer = torch.optim.AdamW(module.parameter_groups())
+sum(p.sum() for p in module.parameters() if p.requires_grad).backward()
+optimizer.step()
+checkpoint = torch.load(sys.argv[1], weights_only=True)
+checkpoint["optimizer_states"] = [optimizer.state_dict()]
+torch.save(checkpoint, sys.argv[1])
 print("RESULT {}")
 """
 
 PIPELINE = ("import sys; from transformers import pipeline; "
             "print(pipeline('text-classification', model=sys.argv[1], device='cpu')(sys.argv[2]))")
+
+# The same work as `headfit-predict CKPT text` and PIPELINE, with the time of each part printed (seconds from the
+# first line of the program; the process's start and exit are what the wall time has on top).
+HEADFIT_PARTS = """
+import time
+began = time.perf_counter()
+import gc, json, sys
+from headfit.predict import Predictor
+imported = time.perf_counter()
+predictor = Predictor.load(sys.argv[1])
+loaded = time.perf_counter()
+json.dumps(predictor.predict([sys.argv[2]])[0]["scores"])
+done = time.perf_counter()
+print("RESULT", json.dumps({"imports": imported - began, "load": loaded - imported, "label": done - loaded}))
+gc.freeze()  # as headfit.predict_cli.command exits
+"""
+PIPELINE_PARTS = """
+import time
+began = time.perf_counter()
+import json, sys
+from transformers import pipeline
+import transformers.pipelines
+imported = time.perf_counter()
+classify = pipeline("text-classification", model=sys.argv[1], device="cpu")
+loaded = time.perf_counter()
+classify(sys.argv[2])
+done = time.perf_counter()
+print("RESULT", json.dumps({"imports": imported - began, "load": loaded - imported, "label": done - loaded}))
+"""
 
 
 def startup(work: Path) -> dict:
@@ -183,28 +227,51 @@ def startup(work: Path) -> dict:
                            str(export)), check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     measured = {f"{name} --help": timed(command(module, function, name, "--help"))
                 for name, module, function in [("headfit-train", "headfit.train_cli", "train"),
-                                               ("headfit-predict", "headfit.predict_cli", "main"),
+                                               ("headfit-predict", "headfit.predict_cli", "command"),
                                                ("headfit-export", "headfit.export_cli", "main")]}
     measured["import headfit"] = timed([sys.executable, "-c", "import headfit"])
     measured["import torch, transformers"] = timed([sys.executable, "-c", "import torch, transformers"])
-    measured["headfit-predict CKPT text"] = timed(command("headfit.predict_cli", "main", "headfit-predict",
+    measured["headfit-predict CKPT text"] = timed(command("headfit.predict_cli", "command", "headfit-predict",
                                                           str(checkpoint), text))
     measured["pipeline process"] = timed([sys.executable, "-c", PIPELINE, str(export), text])
-    print(json.dumps(measured), flush=True)
-    return measured
+    parts = {"headfit-predict CKPT text": parts_of(HEADFIT_PARTS, str(checkpoint), text),
+             "pipeline process": parts_of(PIPELINE_PARTS, str(export), text)}
+    print(json.dumps({**measured, "parts": parts}), flush=True)
+    return {**measured, "parts": parts, "checkpoint_mb": checkpoint.stat().st_size / 1e6}
+
+
+def parts_of(code: str, *args: str, runs: int = 3) -> dict:
+    """Where a one-text process's time goes: each part's best of `runs` instrumented processes (after one
+    unmeasured run); `start and exit`: the best wall time less the best parts."""
+    results, walls = [], []
+    for attempt in range(runs + 1):
+        began = time.perf_counter()
+        result = run(code, *args)
+        if attempt:
+            results.append(result)
+            walls.append(time.perf_counter() - began)
+    parts = {key: min(result[key] for result in results) for key in results[0]}
+    return {**parts, "start and exit": min(walls) - sum(parts.values())}
 
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def report(sizes: dict[int, dict], start: dict, args: argparse.Namespace, load: str) -> str:
+def header(args: argparse.Namespace, load: str) -> str:
+    """The command, machine, versions (with headfit's commit) and load of a run, and when it ran."""
     import datasets
     from throughput import machine
 
     info = machine()
-    lines = [f"Command: `python benchmarks/scale.py{' --rows ' + ' '.join(map(str, args.rows)) if args.rows_given else ''}`. "
-             f"{info['cpu']}; {info['versions']}, datasets {datasets.__version__}; load average before the run: {load}.", "",
+    flags = (f" --rows {' '.join(map(str, args.rows))}" if args.rows_given else "") + \
+        (" --startup-only" if args.startup_only else "")
+    return (f"Command: `python benchmarks/scale.py{flags}`, {time.strftime('%Y-%m-%d')}. {info['cpu']}; "
+            f"{info['versions']}, datasets {datasets.__version__}; load average before the run: {load}.")
+
+
+def data_report(sizes: dict[int, dict], run_header: str) -> str:
+    lines = [DATA_HEADING, "", run_header, "",
              "SST-2 training rows repeated to N rows (each text ending in its row id), bundled MiniLM tokenizer, "
              "max_length 128; every figure a fresh process (see the script's docstring). headfit ran with "
              "data.num_proc=null (one process per core: 2 here).", "",
@@ -220,15 +287,11 @@ def report(sizes: dict[int, dict], start: dict, args: argparse.Namespace, load: 
                      f"({two['workers_mib']:.0f}) | {m['cache_mib']:.0f} MiB |")
     first = next(iter(sizes.values()))
     lines += ["", f"Set-up times exclude the imports (headfit's data module about {first['cold']['import_s']:.0f} s, "
-              f"datasets and the tokenizer about {first['datasets_1']['import_s']:.0f} s here).", "",
-              "| start-up | seconds |", "|---|---|"]
-    lines += [f"| `{name}` | {seconds:.2f} |" for name, seconds in start.items()]
-    lines += ["", "Targets:", ""]
+              f"datasets and the tokenizer about {first['datasets_1']['import_s']:.0f} s here).", "", "Targets:", ""]
     for rows, m in sizes.items():
         ratio = m["cold"]["setup_s"] / m["datasets_2"]["setup_s"]
         lines.append(f"- {rows:,} rows: cold set-up {ratio:.2f}x datasets + map with num_proc=2 (target <= "
                      f"{COLD_RATIO}x): {verdict(ratio <= COLD_RATIO)}")
-    big = [rows for rows in sizes if rows >= 1_000_000]
     if 1_000_000 in sizes:
         m = sizes[1_000_000]
         lines.append(f"- warm set-up at 1M rows {m['warm']['setup_s']:.1f} s (target <= {WARM_SECONDS} s): "
@@ -243,39 +306,72 @@ def report(sizes: dict[int, dict], start: dict, args: argparse.Namespace, load: 
             growth = high / low - 1
             lines.append(f"- peak RSS of {which}, 1M -> 4M rows: {low:.0f} -> {high:.0f} MiB, {100 * growth:+.0f}% "
                          f"(target <= +{100 * RSS_GROWTH:.0f}%): {verdict(growth <= RSS_GROWTH)}")
-    if not big:
+    if not any(rows >= 1_000_000 for rows in sizes):
         lines.append("- (the set-up targets are stated at 1M and 4M rows: this run had smaller sizes)")
-    helps = {name: s for name, s in start.items() if name.endswith("--help")}
-    lines.append(f"- every --help < {HELP_SECONDS} s (slowest {max(helps.values()):.2f} s): "
-                 f"{verdict(max(helps.values()) < HELP_SECONDS)}")
-    ratio = start["import headfit"] / start["import torch, transformers"]
-    lines.append(f"- import headfit {ratio:.2f}x import torch, transformers (target <= {IMPORT_RATIO}x): "
-                 f"{verdict(ratio <= IMPORT_RATIO)}")
-    ratio = start["headfit-predict CKPT text"] / start["pipeline process"]
-    lines.append(f"- one text: headfit-predict {ratio:.2f}x the pipeline process (target <= {PREDICT_RATIO}x): "
-                 f"{verdict(ratio <= PREDICT_RATIO)}")
     return "\n".join(lines)
+
+
+def startup_report(start: dict, run_header: str) -> str:
+    parts = start["parts"]
+    times = {name: seconds for name, seconds in start.items() if isinstance(seconds, float) and name != "checkpoint_mb"}
+    lines = [STARTUP_HEADING, "", run_header, "", "| start-up | seconds |", "|---|---|"]
+    lines += [f"| `{name}` | {seconds:.2f} |" for name, seconds in times.items()]
+    names = list(parts)
+    lines += ["", f"Where the one-text time goes (seconds; the checkpoint file is {start['checkpoint_mb']:.0f} MB, "
+                  "weights and optimizer state):", "",
+              f"| part | {' | '.join(f'`{name}`' for name in names)} |", "|---|" + "---|" * len(names)]
+    for part, label in (("imports", "imports"), ("load", "load: checkpoint and model, or the pipeline; tokenizer"),
+                        ("label", "label the text"), ("start and exit", "the interpreter's start and exit")):
+        lines.append(f"| {label} | {' | '.join(f'{parts[name][part]:.2f}' for name in names)} |")
+    lines += ["", "headfit-predict reads the model without Lightning, torchmetrics or datasets (headfit.model.Classifier) "
+              "and only the model's tensors of the checkpoint (memory-mapped), and it freezes the garbage collector "
+              "before its exit (headfit.predict_cli.command), so that the interpreter's collections at exit do not "
+              "walk the objects torch and transformers leave: the pipeline process pays those in its last row."]
+    helps = {name: s for name, s in times.items() if name.endswith("--help")}
+    ratio_import = times["import headfit"] / times["import torch, transformers"]
+    ratio_predict = times["headfit-predict CKPT text"] / times["pipeline process"]
+    lines += ["", "Targets:", "",
+              f"- every --help < {HELP_SECONDS} s (slowest {max(helps.values()):.2f} s): "
+              f"{verdict(max(helps.values()) < HELP_SECONDS)}",
+              f"- import headfit {ratio_import:.2f}x import torch, transformers (target <= {IMPORT_RATIO}x): "
+              f"{verdict(ratio_import <= IMPORT_RATIO)}",
+              f"- one text: headfit-predict {ratio_predict:.2f}x the pipeline process (target <= {PREDICT_RATIO}x): "
+              f"{verdict(ratio_predict <= PREDICT_RATIO)}"]
+    return "\n".join(lines)
+
+
+def kept_data_report() -> str:
+    """The data set-up part of the section as the last full run wrote it (a --startup-only run keeps it)."""
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else ""
+    section = re.search(rf"^## {re.escape(TITLE)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    kept = re.search(rf"^{DATA_HEADING}\n.*?(?=^{STARTUP_HEADING}|\Z)", section.group(1), re.S | re.M) \
+        if section else None
+    return kept.group(0).strip() if kept else f"{DATA_HEADING}\n\nNot measured yet: run `python benchmarks/scale.py`."
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", help="file sizes in rows (default: 1000000 4000000)")
+    parser.add_argument("--startup-only", action="store_true",
+                        help="measure start-up alone, keeping the data set-up figures docs/benchmarks.md has")
     parser.add_argument("--workdir", help="where the files and caches go (default: a temporary directory)")
     parser.add_argument("--data", type=Path, default=SST2, help=f"the rows to repeat (default: {SST2})")
     args = parser.parse_args()
     args.rows_given = args.rows is not None
     args.rows = args.rows or [1_000_000, 4_000_000]
-    if not args.data.is_file():
+    if not args.data.is_file() and not args.startup_only:
         print(f"{args.data} is missing: nothing to measure")
         return 0
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="headfit-scale-", dir=args.workdir))
     sizes: dict[int, dict] = {}
     try:
-        start = startup(work)
-        for rows in args.rows:  # the section is written after each size: a run stopped early keeps its figures
+        start = startup_report(startup(work), header(args, load))
+        if args.startup_only:
+            write_section(TITLE, f"{kept_data_report()}\n\n{start}")
+        for rows in [] if args.startup_only else args.rows:  # written after each size: a run stopped early keeps them
             sizes[rows] = data_setup(rows, work, args.data)
-            write_section(TITLE, report(sizes, start, args, load))
+            write_section(TITLE, f"{data_report(sizes, header(args, load))}\n\n{start}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

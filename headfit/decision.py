@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.functional.classification import binary_auroc, binary_calibration_error
 
 from headfit.errors import HeadfitConfigError
 from headfit.task import Task
@@ -169,6 +168,8 @@ def _tune_column(name: str, scores: Tensor, truth: Tensor, binary: bool, min_pos
     prevalence = truth.float().mean()
     f1 = _f1(decided, truth.unsqueeze(-1))
     objective = (f1 + _f1(~decided, ~truth.unsqueeze(-1))) / 2 if binary else f1
+    from torchmetrics.functional.classification import binary_auroc  # slow to import: only when fitting
+
     positives, negatives = int(truth.sum()), int((~truth).sum())
     auroc = float(binary_auroc(scores, truth.long())) if positives and negatives else None
     row = {"label": name, "positives": positives, "prevalence": float(prevalence), "auroc": auroc}
@@ -264,6 +265,8 @@ def fit_temperature(task: Task, logits: Tensor, targets: Tensor) -> float:
 def calibration_error(task: Task, probabilities: Tensor, targets: Tensor, bins: int = 15) -> float:
     """Expected calibration error over the task's confidences (Task.confidences): for multiclass, that of the top
     label; for multilabel, over all (row, label) pairs as binary decisions."""
+    from torchmetrics.functional.classification import binary_calibration_error  # slow to import: only here
+
     confidence, correct = task.confidences(probabilities, targets)
     return float(binary_calibration_error(confidence, correct.long(), n_bins=bins))
 

@@ -13,7 +13,7 @@
   makes them) with dynamic batch and sequence axes; outputs probabilities (temperature applied), decisions
   (with the thresholds) and logits; label names, kind and thresholds in the graph's metadata. A model with
   several tasks: outputs `<task>.probabilities`, `<task>.decisions`, `<task>.logits` per task, the decisions
-  made consistent across a label hierarchy in the graph (as `ClassifierModule.decide_all`), and the metadata key
+  made consistent across a label hierarchy in the graph (as `Classifier.decide_all`), and the metadata key
   `tasks` ({task: {labels, kind, activation, thresholds, temperature, parent_of, groups}}) with `hierarchy`.
   `hf` refuses such a model: a HF sequence classifier has one classifier.
 
@@ -47,7 +47,7 @@ from headfit.aggregation import chunk_layout
 from headfit.data.windows import encode_chunks, pad_windows
 from headfit.export_cli import FORMATS
 from headfit.heads import Head
-from headfit.module import SINGLE_TASK, ClassifierModule
+from headfit.model import SINGLE_TASK, Classifier
 from headfit.predict import Predictor
 
 ONNX_OUTPUTS = ("probabilities", "decisions", "logits")
@@ -60,7 +60,7 @@ TOLERANCE = {"hf": 1e-5, "onnx": 1e-4}
 
 # ---- Hugging Face ----------------------------------------------------------------------------------------
 
-def hf_refusal(module: ClassifierModule) -> str | None:
+def hf_refusal(module: Classifier) -> str | None:
     """Why Hugging Face's `...ForSequenceClassification` cannot compute this model, or None when it can."""
     if module.aggregations:
         return ("the model reads long documents as windows and aggregates them before its head "
@@ -82,7 +82,7 @@ def hf_refusal(module: ClassifierModule) -> str | None:
     return None
 
 
-def to_hf_model(module: ClassifierModule) -> PreTrainedModel:
+def to_hf_model(module: Classifier) -> PreTrainedModel:
     """The module as an `AutoModelForSequenceClassification` whose probabilities are the module's."""
     reason = hf_refusal(module)
     model = None if reason else _sequence_classifier(module)
@@ -102,7 +102,7 @@ def to_hf_model(module: ClassifierModule) -> PreTrainedModel:
     return model.eval()
 
 
-def _sequence_classifier(module: ClassifierModule) -> PreTrainedModel | None:
+def _sequence_classifier(module: Classifier) -> PreTrainedModel | None:
     """HF's sequence classifier for the encoder, with the encoder's weights and the task's labels; None when
     transformers has none whose head is a plain linear `classifier` on the pooler."""
     task, head = module.task, module.head
@@ -123,12 +123,12 @@ def _sequence_classifier(module: ClassifierModule) -> PreTrainedModel | None:
     return None if loaded.missing_keys or loaded.unexpected_keys else model
 
 
-def _no_plain_classifier(module: ClassifierModule) -> str:
+def _no_plain_classifier(module: Classifier) -> str:
     return (f"transformers has no sequence classifier for {module.encoder.config.model_type} that is one linear "
             f"layer on the encoder's pooler")
 
 
-def _classifier_weights(module: ClassifierModule) -> tuple[Tensor, Tensor]:
+def _classifier_weights(module: Classifier) -> tuple[Tensor, Tensor]:
     linear = module.head.classifier[-1]
     # Logits / T is the linear layer with W / T and b / T: the fitted temperature lives on in the weights.
     weight, bias = linear.weight.detach() / module.temperature, linear.bias.detach() / module.temperature
@@ -162,7 +162,7 @@ class _Exported(nn.Module):
     (`onnx_outputs` names them). The decisions are `decide_all`'s: hierarchy-consistent when the checkpoint's
     decision.hierarchy is, so onnxruntime users get the checkpoint's decisions without any decoding of their own."""
 
-    def __init__(self, module: ClassifierModule):
+    def __init__(self, module: Classifier):
         super().__init__()
         self.module = module
         self.hierarchy = module.hparams.hierarchy  # read here: the graph holds the decoding it was traced with
@@ -175,7 +175,7 @@ class _Exported(nn.Module):
         return tuple(tensor for name in self.module.tasks for tensor in (*decided[name], logits[name]))
 
 
-def onnx_outputs(module: ClassifierModule) -> list[str]:
+def onnx_outputs(module: Classifier) -> list[str]:
     """The graph's output names: probabilities, decisions, logits; `<task>.probabilities`, ... per task for a model
     with several."""
     if not module.multitask:
@@ -244,7 +244,7 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
 
 # ---- shared ----------------------------------------------------------------------------------------------
 
-def decisions_metadata(module: ClassifierModule) -> dict[str, Any]:
+def decisions_metadata(module: Classifier) -> dict[str, Any]:
     """Labels, kind, thresholds by label name, temperature and max_length, as saved next to an export."""
     task = module.task
     return {"labels": list(task.labels), "kind": task.kind, "activation": task.activation,
@@ -253,7 +253,7 @@ def decisions_metadata(module: ClassifierModule) -> dict[str, Any]:
             **({"chunking": module.chunking} if module.chunking is not None else {})}
 
 
-def multitask_metadata(module: ClassifierModule) -> dict[str, Any]:
+def multitask_metadata(module: Classifier) -> dict[str, Any]:
     """What an export of a model with several tasks saves: `tasks`, {task: {labels, kind, activation, thresholds
     by label name, temperature, parent_of (the task whose labels its labels group, or None), groups ({parent label:
     [child labels]}, resolved, or None)}}; `hierarchy` (how the graph's decisions were made across them),
@@ -307,7 +307,7 @@ def _check_parity(kind: str, got: dict[str, np.ndarray], predictor: Predictor) -
     return differences[name]
 
 
-def _check_decisions(module: ClassifierModule, got: dict[str, dict[str, np.ndarray]]) -> None:
+def _check_decisions(module: Classifier, got: dict[str, dict[str, np.ndarray]]) -> None:
     """The graph's decisions must be the ones `decide_all` makes from the graph's own logits: the traced decoding
     (thresholds, hierarchy) is headfit's, whatever the small numeric differences of the encoder."""
     with torch.no_grad():
@@ -340,7 +340,7 @@ def _quiet(logger: str):
         log.setLevel(level)
 
 
-def _exportable(module: ClassifierModule) -> ClassifierModule:
+def _exportable(module: Classifier) -> Classifier:
     """A CPU copy of the module to export, a LoRA adapter merged into its encoder's weights (a plain encoder of its
     architecture again, no peft needed to run it); the checkpoint's own module stays as it was, so the parity checks
     compare the export with the checkpoint's probabilities."""

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from headfit.errors import HeadfitConfigError
-from headfit.module import SINGLE_TASK
+from headfit.model import SINGLE_TASK
 from headfit.aggregation import chunk_layout
 from headfit.task import Task
 
@@ -90,12 +90,12 @@ class OnnxModel:
         return self.tasks[SINGLE_TASK]
 
     def thresholds_by_label(self) -> dict[str, float] | dict[str, dict[str, float]]:
-        """As `ClassifierModule.thresholds_by_label`: {label: threshold}, per task with several."""
+        """As `Classifier.thresholds_by_label`: {label: threshold}, per task with several."""
         per_task = {name: dict(thresholds) for name, thresholds in self.thresholds.items()}
         return per_task if self.multitask else per_task[SINGLE_TASK]
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int = 0) -> dict[str, Any]:
-        """As `ClassifierModule.predict_step`: every label's probability and the decided names per row (each a
+        """As `Classifier.predict_step`: every label's probability and the decided names per row (each a
         {task: ...} mapping with several tasks)."""
         if "chunk_counts" in batch and "chunk_mask" in self.inputs:  # windows: the graph takes their layout
             chunk_mask, chunk_position = chunk_layout(batch["chunk_counts"].cpu())

@@ -10,7 +10,7 @@
 A model with several tasks predicts them all in one pass: per text {task: {"label" | "labels", "scores",
 "probabilities"}}, and `predict_proba` gives {task: (N, its num_labels) array}.
 
-The decoding is the model's own (`ClassifierModule.decide_all`: each task's fitted temperature, then its decision
+The decoding is the model's own (`Classifier.decide_all`: each task's fitted temperature, then its decision
 with the checkpoint's thresholds, made consistent across a label hierarchy when `hparams.hierarchy` says so; an
 ONNX export computes the same in its graph), so predictions are the decisions training evaluated. Texts are
 batched in order of length (little padding) and results come back in input order.
@@ -32,9 +32,10 @@ from headfit.data.sampler import LengthGroupedSampler
 from headfit.data.windows import encode_chunks, pad_windows
 from headfit.encoder import check_max_length, load_tokenizer
 from headfit.errors import HeadfitConfigError, HeadfitDataError
-from headfit.module import SINGLE_TASK, ClassifierModule
+from headfit.model import SINGLE_TASK, Classifier
 from headfit.onnx_model import OnnxModel
-from headfit.predict_cli import main  # noqa: F401 (headfit-predict's entry point, and `python -m headfit.predict`)
+# headfit-predict's entry points, also here: `python -m headfit.predict`, `from headfit.predict import main`
+from headfit.predict_cli import command, main  # noqa: F401
 from headfit.task import Task
 
 PART_ROWS = 65536  # texts tokenised and sorted at a time: bounds memory on huge inputs, padding barely changes
@@ -72,10 +73,10 @@ def in_input_order(outputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 class Predictor:
-    """A trained classifier ready to label texts: its model (a `ClassifierModule` with the fitted decisions, or
-    an `OnnxModel`) and its tokenizer."""
+    """A trained classifier ready to label texts: its model (a `Classifier` with the fitted decisions, such as a
+    `ClassifierModule`, or an `OnnxModel`) and its tokenizer."""
 
-    def __init__(self, module: ClassifierModule | OnnxModel, tokenizer: PreTrainedTokenizerBase | None = None, *,
+    def __init__(self, module: Classifier | OnnxModel, tokenizer: PreTrainedTokenizerBase | None = None, *,
                  batch_size: int = 32, max_length: int | None = None, device: str | torch.device | None = None):
         tokenizer = tokenizer if tokenizer is not None else getattr(module, "tokenizer", None)
         if tokenizer is None:
@@ -107,13 +108,15 @@ class Predictor:
                         batch_size: int = 32, max_length: int | None = None,
                         device: str | torch.device | None = None) -> Predictor:
         """Load a headfit checkpoint safely (`torch.load(weights_only=True)`: tensors and plain values, no pickled
-        code). The tokenizer is the one saved in the checkpoint; for checkpoints without one, the encoder's
-        (`hparams.encoder`), or `tokenizer` (a name, a directory, or a tokenizer) when given."""
+        code) as a `Classifier` (headfit/model.py: the model without Lightning, so that labelling a few texts does
+        not wait for training's libraries to import). The tokenizer is the one saved in the checkpoint; for
+        checkpoints without one, the encoder's (`hparams.encoder`), or `tokenizer` (a name, a directory, or a
+        tokenizer) when given."""
         path = Path(path).expanduser()
         if not path.is_file():
             raise HeadfitConfigError(f"no such checkpoint: {path}", where="checkpoint path",
                                      fix="give the path of a .ckpt written by headfit-train (checkpoints/best.ckpt)")
-        module = ClassifierModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        module = Classifier.from_checkpoint(path)
         if isinstance(tokenizer, (str, Path)):
             tokenizer = load_tokenizer(str(tokenizer))
         if tokenizer is None and module.tokenizer is None:
@@ -269,14 +272,14 @@ def _checked_texts(texts: Sequence[str], name: str) -> list[str]:
     return texts
 
 
-def _longest_input(tokenizer: PreTrainedTokenizerBase, module: ClassifierModule | OnnxModel) -> int:
+def _longest_input(tokenizer: PreTrainedTokenizerBase, module: Classifier | OnnxModel) -> int:
     """The most tokens the encoder takes: the tokenizer's model_max_length, capped by the position embeddings."""
     encoder = getattr(module, "encoder", None)  # an ONNX export's tokenizer carries the training max_length
     positions = encoder.config.to_dict().get("max_position_embeddings") if encoder is not None else None
     return int(min(tokenizer.model_max_length, positions or 512))
 
 
-def _encoder_tokenizer(module: ClassifierModule, path: Path) -> PreTrainedTokenizerBase:
+def _encoder_tokenizer(module: Classifier, path: Path) -> PreTrainedTokenizerBase:
     """An older checkpoint without a tokenizer: the encoder's own, if it is still where training found it."""
     try:
         return load_tokenizer(module.hparams.encoder)
@@ -289,4 +292,4 @@ def _encoder_tokenizer(module: ClassifierModule, path: Path) -> PreTrainedTokeni
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -10,13 +10,14 @@ key `<task>` ({label | labels, scores}), or CSV columns `<task>_label` / `<task>
 `<task>_score_<label>` (`<task>_top1`, `<task>_top1_score`, ... with --top-k).
 
 Only the standard library and headfit.errors are imported at the top: `--help` (and a wrong option) answer
-before torch and transformers load, which takes seconds.
+before torch and transformers load, which takes seconds. The console script is `command` (main, then the exit).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import sys
 import tempfile
@@ -98,7 +99,7 @@ def _read_file(path: Path, input_format: str, args: argparse.Namespace) -> Itera
 
 def apply_bad_row_policy(rows: list[dict[str, Any]], name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Stop at the first bad row (empty text, unreadable line), or skip them and say which on stderr."""
-    from headfit.data.checks import FIXES, text_problem
+    from headfit.data.files import FIXES, text_problem
 
     bad = []
     for row in rows:
@@ -288,5 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def command() -> None:
+    """headfit-predict as a process: `main`, then exit with its status. First the objects the imports left (torch
+    and transformers hold millions) are frozen out of the garbage collector: the interpreter's collections at exit
+    would walk them all only to free memory that the exit frees anyway, which takes about a second on 2 cores,
+    longer than labelling a text (docs/benchmarks.md, "Scale")."""
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -34,7 +34,7 @@ from headfit.errors import HeadfitConfigError, HeadfitError
 from headfit.eval import read_labelled
 from headfit.export import export_onnx
 from headfit.export_cli import QUANTIZATIONS
-from headfit.module import SINGLE_TASK, read_checkpoint
+from headfit.model import SINGLE_TASK, read_checkpoint
 from headfit.predict import Predictor
 
 # What quantize_dynamic is asked for (and recorded in the metadata): int8 weights with one scale per output column

@@ -19,14 +19,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MulticlassF1Score, MultilabelF1Score
 
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.losses import SigmoidFocalLoss, SingleLogitBCEWithLogitsLoss, SoftmaxFocalLoss
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +320,10 @@ class Task:
 
     def metrics(self) -> MetricCollection:
         """torchmetrics for this task. Update them with `(self.predict(probs), targets.long())`."""
+        # imported here: torchmetrics takes seconds to import, and prediction builds Tasks without metrics
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MulticlassF1Score, MultilabelF1Score
+
         if self.kind == "multilabel":
             return MetricCollection({
                 "micro_f1": MultilabelF1Score(self.num_labels, average="micro"),

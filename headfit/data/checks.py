@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, concatenate_datasets
 
+from headfit.data.files import FIXES, text_problem  # noqa: F401 (also imported from here)
 from headfit.data.sources import Source, column, problem_rows, select
 from headfit.data.tasks import TaskData, derivation_order
 from headfit.data.tokenize import BATCH_ROWS, processes
@@ -31,14 +32,6 @@ from headfit.labels import LabelError, LabelSpace
 log = logging.getLogger(__name__)
 
 POLICIES = ("error", "skip")
-FIXES = {
-    "unparsable line": "quote fields that contain the delimiter or a newline, close or double (\"\") a stray "
-                       "quote, or fix the line",
-    "empty text": "give the row text, or remove it",
-    "missing label": "give the row a label, or remove it",
-    "unreadable label": "write the label as a name, an index, a list or a delimited string (docs/data.md)",
-    "unknown label": "list every label in task.labels (or data.labels_file), or fix the row",
-}
 
 
 def check_rows(tokenized: Dataset, source: Source, labels: LabelSpace | Sequence[TaskData], split: str, policy: str,
@@ -110,13 +103,6 @@ def first_unreadable(data: Dataset, source: Source) -> None:
     if len(bad):
         first = data.select_columns(["line", "problem"])[int(bad[0])]
         raise bad_row(first["problem"], source, first["line"])
-
-
-def text_problem(text: str, problem: str = "") -> str:
-    """A row's problem (`reason: message`), given what the reader found: an empty or blank text is one."""
-    if not problem and not text.strip():
-        return f"empty text: the text is empty ({text!r})"
-    return problem
 
 
 def check_row(text: str, label: str, problem: str, tasks: Sequence[TaskData],

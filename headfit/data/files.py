@@ -27,6 +27,24 @@ from typing import Any, NamedTuple
 
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 
+# How to fix each reason a row is bad (a problem reads `reason: message`), for the errors that name the row.
+FIXES = {
+    "unparsable line": "quote fields that contain the delimiter or a newline, close or double (\"\") a stray "
+                       "quote, or fix the line",
+    "empty text": "give the row text, or remove it",
+    "missing label": "give the row a label, or remove it",
+    "unreadable label": "write the label as a name, an index, a list or a delimited string (docs/data.md)",
+    "unknown label": "list every label in task.labels (or data.labels_file), or fix the row",
+}
+
+
+def text_problem(text: str, problem: str = "") -> str:
+    """A row's problem (`reason: message`), given what the reader found: an empty or blank text is one."""
+    if not problem and not text.strip():
+        return f"empty text: the text is empty ({text!r})"
+    return problem
+
+
 DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t"}
 JSONL = {".jsonl", ".ndjson", ".json"}
 Column = str | int
