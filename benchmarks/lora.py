@@ -8,20 +8,29 @@ process (its own run directory; the token cache warmed beforehand by a process o
 own, the training's:
 
     full                  optim.lr=5e-5 (headfit's default)
-    lora                  encoder.adapter=lora (r=8, alpha=16, dropout 0.1, every linear layer of the blocks),
-                          optim.lr=--lora-lr (1e-3): the targets are read on this run
-    lora (other lr)       the same, optim.lr=--other-lora-lr (5e-4)
-    lora (dropout 0)      encoder.lora.dropout=0 (the adapters' dropout keeps a copy of each adapted input)
+    lora                  encoder.adapter=lora (its defaults: r=8, alpha=16, no dropout, every linear layer of the
+                          blocks), optim.lr=--lora-lr (1e-3): the targets are read on these two
     full (gradient checkpointing)   and
     lora (gradient checkpointing)   encoder.gradient_checkpointing=true: activations recomputed in the backward
                           pass, so what is left is the weights, their gradients and the optimizer state
+    lora (dropout 0.1)    encoder.lora.dropout=0.1 (headfit's default before: each adapted layer keeps a dropped
+                          copy of its input)
+    full (no tcache)      and
+    lora (no tcache)      GLIBC_TUNABLES=glibc.malloc.tcache_count=0: glibc's malloc without its per-thread cache
+                          of small freed blocks, which keeps them from merging with their free neighbours
+    full (no heap reuse)  and
+    lora (no heap reuse)  MALLOC_MMAP_THRESHOLD_=131072: every block of 128 KiB or more gets its own mapping and
+                          goes back to the system when freed, so peak RSS is close to the live tensors' peak
+                          (glibc otherwise keeps freed blocks in its heap, where they fragment); slower steps
+    lora (other lr)       LoRA at optim.lr=--other-lora-lr (5e-4); not run unless named in --only
 
 Per run: dev accuracy (`val/accuracy` of the best checkpoint, by val/macro_f1 over the 2 epochs, from
 metrics.json: SST-2 dev's 872 rows), trainable parameters and the AdamW state's bytes (the exp_avg, exp_avg_sq
 and step tensors in best.ckpt's optimizer state), best.ckpt's size on disk, peak RSS of the training process
 (ru_maxrss from wait4), and training samples/s (the median of train.log's progress lines, validation left out).
 
-    python benchmarks/lora.py                                   # 6 runs: ~20 minutes on 2 CPU cores
+    python benchmarks/lora.py                                   # 9 runs: ~25 minutes on 2 CPU cores
+    python benchmarks/lora.py --only "full,lora" && python benchmarks/lora.py --reuse   # in parts
     python benchmarks/lora.py --train-rows 400 --epochs 1 --docs /tmp/bench.md --runs-dir /tmp/lora-runs  # a check
 
 Writes its section of --docs (docs/benchmarks.md) after every run. Needs ../shared/datasets/sst2 (or --data-dir);
@@ -34,6 +43,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,18 +61,30 @@ OPTIMIZER_SHARE = 0.05  # LoRA's optimizer state <= this share of full fine-tuni
 PROGRESS = re.compile(r"step (\d+)/\d+.*\| ([\d.]+) samples/s")
 
 
-def runs(args: argparse.Namespace) -> dict[str, list[str]]:
-    """The runs by name: their overrides, the learning rate last (the table's column)."""
+# The runs by name, in order: their overrides (the learning rate last: the table's column) and the environment
+# they add (glibc's malloc settings for the allocator rows).
+DEFAULT_RUNS = ("full", "lora", "full (gradient checkpointing)", "lora (gradient checkpointing)", "lora (dropout 0.1)",
+                "full (no tcache)", "lora (no tcache)", "full (no heap reuse)", "lora (no heap reuse)")
+NO_TCACHE = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
+NO_HEAP_REUSE = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def runs(args: argparse.Namespace) -> dict[str, tuple[list[str], dict[str, str]]]:
     common = ["experiment=sst2_minilm", f"paths.datasets_dir={args.data_dir}", f"data.max_train_rows={args.train_rows}",
               f"trainer.max_epochs={args.epochs}", "data.batch_size=32", "data.max_length=64", "seed=42",
               "logger=csv", "callbacks.progress.every_n_seconds=10", "trainer.enable_model_summary=false"]
     lora, checkpointing = ["encoder.adapter=lora"], ["encoder.gradient_checkpointing=true"]
-    return {"full": [*common, f"optim.lr={args.full_lr:g}"],
-            "lora": [*common, *lora, f"optim.lr={args.lora_lr:g}"],
-            "full (gradient checkpointing)": [*common, *checkpointing, f"optim.lr={args.full_lr:g}"],
-            "lora (gradient checkpointing)": [*common, *lora, *checkpointing, f"optim.lr={args.lora_lr:g}"],
-            "lora (dropout 0)": [*common, *lora, "encoder.lora.dropout=0", f"optim.lr={args.lora_lr:g}"],
-            "lora (other lr)": [*common, *lora, f"optim.lr={args.other_lora_lr:g}"]}
+    full_lr, lora_lr = f"optim.lr={args.full_lr:g}", f"optim.lr={args.lora_lr:g}"
+    return {"full": ([*common, full_lr], {}),
+            "lora": ([*common, *lora, lora_lr], {}),
+            "full (gradient checkpointing)": ([*common, *checkpointing, full_lr], {}),
+            "lora (gradient checkpointing)": ([*common, *lora, *checkpointing, lora_lr], {}),
+            "lora (dropout 0.1)": ([*common, *lora, "encoder.lora.dropout=0.1", lora_lr], {}),
+            "full (no tcache)": ([*common, full_lr], NO_TCACHE),
+            "lora (no tcache)": ([*common, *lora, lora_lr], NO_TCACHE),
+            "full (no heap reuse)": ([*common, full_lr], NO_HEAP_REUSE),
+            "lora (no heap reuse)": ([*common, *lora, lora_lr], NO_HEAP_REUSE),
+            "lora (other lr)": ([*common, *lora, f"optim.lr={args.other_lora_lr:g}"], {})}
 
 
 # The data module of a run's config, set up once in a process of its own: the runs then find the token cache warm,
@@ -84,15 +106,28 @@ def warm_cache(overrides: list[str], runs_dir: Path) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def train(name: str, overrides: list[str], runs_dir: Path, threads: int) -> dict[str, Any]:
-    """One training run in a fresh process; what its files and its rusage say."""
+def train(name: str, overrides: list[str], added: dict[str, str], runs_dir: Path, threads: int, versions: str,
+          reuse: bool, wanted: bool) -> dict[str, Any] | None:
+    """One training run in a fresh process, `added` to its environment; what its files and its rusage say. With
+    `reuse`, the record of a run finished earlier with the same overrides, environment and versions (headfit's
+    commit among them) instead; None where there is none and the run is not `wanted`."""
     import torch
 
     run_dir = runs_dir / re.sub(r"\W+", "-", name).strip("-")
     overrides = [*overrides, f"hydra.run.dir={run_dir}", f"paths.cache_dir={runs_dir / 'cache'}"]
-    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    record = run_dir / "benchmark.json"
+    if reuse and record.is_file():
+        earlier = json.loads(record.read_text())
+        if (earlier["overrides"], earlier["environment"], earlier["versions"]) == (overrides, added, versions):
+            print(f"{name}: reusing {run_dir}", flush=True)
+            return {**earlier, "reused": True}
+    if not wanted:
+        return None
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a leftover best.ckpt would make Lightning write best-v1.ckpt beside it
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **added}
     print(f"{name}: training in {run_dir}", flush=True)
-    started = time.perf_counter()
+    load, started = os.getloadavg()[0], time.perf_counter()
     process = subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, env=environment,
                                stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
@@ -109,44 +144,62 @@ def train(name: str, overrides: list[str], runs_dir: Path, threads: int) -> dict
     log = (run_dir / "train.log").read_text(errors="replace")
     speeds = [float(speed) for _, speed in PROGRESS.findall(log)][1:]  # the first line times the first step alone
     summary = re.search(r"checkpoint: .*", log)
-    return {"accuracy": 100 * metrics["val"]["val/accuracy"], "trainable": trainable, "parameters": total,
+    done = {"accuracy": 100 * metrics["val"]["val/accuracy"], "trainable": trainable, "parameters": total,
             "optimizer_bytes": sum(t.numel() * t.element_size() for t in state),
             "checkpoint_bytes": best.stat().st_size,
             "peak_rss_mib": usage.ru_maxrss / 1024, "samples_s": statistics.median(speeds) if speeds else None,
-            "wall_s": time.perf_counter() - started, "summary": summary.group(0) if summary else "",
-            "overrides": [o for o in overrides if not o.startswith(("hydra.", "paths."))]}
+            "wall_s": time.perf_counter() - started, "load": load, "summary": summary.group(0) if summary else "",
+            "overrides": overrides, "environment": added, "versions": versions}
+    record.write_text(json.dumps(done, indent=2) + "\n")
+    return {**done, "reused": False}
 
 
-def section(args: argparse.Namespace, done: dict[str, dict], info: dict[str, str], load: float) -> str:
+def section(args: argparse.Namespace, done: dict[str, dict], info: dict[str, str]) -> str:
     def mb(size: float) -> str:
         return f"{size / 1e6:,.1f}"
 
-    rows = [f"| {name} | {run['overrides'][-1].split('=')[1]} | {run['accuracy']:.2f} | {run['trainable']:,} "
+    def lr(run: dict) -> str:
+        return next(o.split("=", 1)[1] for o in run["overrides"] if o.startswith("optim.lr="))
+
+    def memory(lora: dict, full: dict, verdicts: tuple[str, str] = ("lower", "not lower")) -> str:
+        lower = lora["peak_rss_mib"] < full["peak_rss_mib"]
+        return (f"{lora['peak_rss_mib']:,.0f} MiB vs {full['peak_rss_mib']:,.0f} MiB "
+                f"({lora['peak_rss_mib'] - full['peak_rss_mib']:+,.0f} MiB, "
+                f"{100 * (lora['peak_rss_mib'] / full['peak_rss_mib'] - 1):+.0f}%): {verdicts[0 if lower else 1]}")
+
+    rows = [f"| {name} | {lr(run)} | {run['accuracy']:.2f} | {run['trainable']:,} "
             f"({100 * run['trainable'] / run['parameters']:.2f}%) | {mb(run['optimizer_bytes'])} | "
             f"{mb(run['checkpoint_bytes'])} | {run['peak_rss_mib']:,.0f} | "
-            f"{'n/a' if run['samples_s'] is None else format(run['samples_s'], '.1f')} |" for name, run in done.items()]
+            f"{'n/a' if run['samples_s'] is None else format(run['samples_s'], '.1f')} | {run['load']:.1f} |"
+            for name, run in done.items()]
+    parts = " (in parts: `--only NAMES` then `--reuse`, which keeps the runs finished with the same overrides)" \
+        if any(run["reused"] for run in done.values()) else ""
     lines = [
         f"`python benchmarks/lora.py --train-rows {args.train_rows} --epochs {args.epochs} --full-lr {args.full_lr:g} "
-        f"--lora-lr {args.lora_lr:g} --other-lora-lr {args.other_lora_lr:g}`: the bundled MiniLM-L6 on a "
-        f"{args.train_rows:,}-row seeded sample of SST-2 "
-        f"train (`data.max_train_rows`, seed 42), {args.epochs} epochs, batch 32, max_length 64, the softmax head "
-        "(mean pooling). Each run a fresh `python train.py experiment=sst2_minilm ...` process. Dev accuracy: "
+        f"--lora-lr {args.lora_lr:g}`{parts}: the bundled MiniLM-L6 on a {args.train_rows:,}-row seeded sample of "
+        f"SST-2 train (`data.max_train_rows`, seed 42), {args.epochs} epochs, batch 32, max_length 64, the softmax "
+        "head (mean pooling). Each run a fresh `python train.py experiment=sst2_minilm ...` process. Dev accuracy: "
         "`val/accuracy` of the best checkpoint (by val/macro_f1) on SST-2 dev (872 rows). Optimizer state: the "
         "AdamW tensors in best.ckpt; checkpoint: best.ckpt on disk (weights, optimizer state, tokenizer); peak "
-        "RSS: the training process's ru_maxrss; samples/s: the median of train.log's progress lines.",
+        "RSS: the training process's ru_maxrss; samples/s: the median of train.log's progress lines; load: the "
+        "1-minute load average when the run started.",
         "",
-        "Rows: `full` and `lora` (LoRA's defaults: r=8, alpha=16, dropout 0.1, every linear layer of the blocks) "
-        "are the comparison the targets are read on; `lora (other lr)` is LoRA at the other learning rate; `lora "
-        "(dropout 0)` without the adapters' dropout, which keeps a copy of each adapted layer's input for the "
-        "backward pass; the `gradient checkpointing` pair recomputes the activations, so that their peak RSS is "
-        "mostly the weights, their gradients and the optimizer state.",
+        "Rows: `full` and `lora` (LoRA's defaults: r=8, alpha=16, no dropout, every linear layer of the blocks) "
+        "are the comparison the targets are read on. The `gradient checkpointing` pair recomputes the activations, "
+        "so that its peak RSS is mostly the weights, their gradients and the optimizer state. `lora (dropout 0.1)`: "
+        "headfit's earlier default, whose dropout keeps a dropped copy of each adapted layer's input for the "
+        "backward pass. The allocator rows run the same training under other settings of glibc's malloc, through "
+        "the environment: `no tcache` (`GLIBC_TUNABLES=glibc.malloc.tcache_count=0`) without the per-thread cache "
+        "of small freed blocks, which keeps them from merging with their free neighbours; `no heap reuse` "
+        "(`MALLOC_MMAP_THRESHOLD_=131072`) gives every block of 128 KiB or more its own mapping, returned to the "
+        "system when freed, so that its peak RSS is close to the peak of the live tensors rather than the high-water "
+        "mark of a fragmented heap, at the cost of slower steps (every block's pages are faulted in afresh).",
         "",
-        f"Machine: {info['cpu']}. Versions: {info['versions']}. 1-minute load average {load:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} when this was written.",
+        f"Machine: {info['cpu']}. Versions: {info['versions']}.",
         "",
         "| run | learning rate | dev accuracy (%) | trainable parameters | optimizer state (MB) | checkpoint (MB) "
-        "| peak RSS (MiB) | train samples/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| peak RSS (MiB) | train samples/s | load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
     if "full" in done and "lora" in done:
@@ -160,12 +213,18 @@ def section(args: argparse.Namespace, done: dict[str, dict], info: dict[str, str
                   f"- optimizer state <= {100 * OPTIMIZER_SHARE:.0f}% of full fine-tuning's: {100 * share:.2f}% "
                   f"({mb(lora['optimizer_bytes'])} MB vs {mb(full['optimizer_bytes'])} MB): "
                   f"{'met' if share <= OPTIMIZER_SHARE else 'missed'}",
-                  f"- peak training memory lower: {lora['peak_rss_mib']:,.0f} MiB vs {full['peak_rss_mib']:,.0f} "
-                  f"MiB ({lora['peak_rss_mib'] - full['peak_rss_mib']:+,.0f} MiB, "
-                  f"{100 * (lora['peak_rss_mib'] / full['peak_rss_mib'] - 1):+.0f}%): "
-                  f"{'met' if lora['peak_rss_mib'] < full['peak_rss_mib'] else 'missed'}",
-                  "", "What the runs logged about their checkpoints:", "",
-                  *[f"- {name}: `{run['summary']}`" for name, run in done.items() if run["summary"]]]
+                  f"- peak training memory lower: {memory(lora, full, ('met', 'missed'))}"]
+        pairs = [(f"{kind} with the same settings", done.get(f"lora ({kind})"), done.get(f"full ({kind})"))
+                 for kind in ("gradient checkpointing", "no tcache", "no heap reuse")]
+        shown = [f"- {what}: LoRA {memory(pair_lora, pair_full)}" for what, pair_lora, pair_full in pairs
+                 if pair_lora and pair_full]
+        if shown:
+            lines += ["", "Peak RSS of the other pairs:", "", *shown]
+    summaries = {}
+    for name, run in done.items():
+        summaries.setdefault(run["summary"], name)
+    lines += ["", "What the runs logged about their checkpoints:", "",
+              *[f"- {name}: `{summary}`" for summary, name in summaries.items() if summary]]
     return "\n".join(lines)
 
 
@@ -178,7 +237,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full-lr", type=float, default=5e-5)
     parser.add_argument("--lora-lr", type=float, default=1e-3, help="LoRA's (the targets are read on it)")
     parser.add_argument("--other-lora-lr", type=float, default=5e-4, help="a second LoRA run's, shown beside")
-    parser.add_argument("--only", help="the runs to do, by name, comma-separated (default: all of them)")
+    parser.add_argument("--only", help="the runs to do, by name, comma-separated (default: all of them but "
+                                       "'lora (other lr)')")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep every run whose directory holds the record of a finished run with the same "
+                             "overrides and environment (listed in the section too, even if not in --only)")
     parser.add_argument("--runs-dir", type=Path, default=REPO / "multirun" / "lora-benchmark")
     parser.add_argument("--docs", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the runs")
@@ -187,19 +250,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    load = os.getloadavg()[0]
     args.data_dir, args.runs_dir, args.docs = args.data_dir.resolve(), args.runs_dir.resolve(), args.docs.resolve()
     if not ((args.data_dir / "sst2" / "train.tsv").is_file() and (args.data_dir / "sst2" / "dev.tsv").is_file()):
         print(f"skipped: {args.data_dir}/sst2/train.tsv and dev.tsv not found (see ../shared/datasets/README.md)")
         return
     info, done = machine(), {}
-    warm_cache(runs(args)["full"], args.runs_dir)
-    for name, overrides in runs(args).items():
-        if args.only and name not in args.only.split(","):
+    wanted = args.only.split(",") if args.only else DEFAULT_RUNS
+    warm_cache(runs(args)["full"][0], args.runs_dir)
+    for name, (overrides, added) in runs(args).items():
+        run = train(name, overrides, added, args.runs_dir, args.threads, info["versions"], args.reuse,
+                    name in wanted)
+        if run is None:
             continue
-        done[name] = train(name, overrides, args.runs_dir, args.threads)
-        print(f"{name}: " + json.dumps({k: v for k, v in done[name].items() if k != "overrides"}), flush=True)
-        write_section(TITLE, section(args, done, info, load), args.docs)
+        done[name] = run
+        print(f"{name}: " + json.dumps({k: v for k, v in run.items() if k not in ("overrides", "environment",
+                                                                                  "versions")}),
+              flush=True)
+        write_section(TITLE, section(args, done, info), args.docs)
 
 
 if __name__ == "__main__":

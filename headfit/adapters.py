@@ -30,7 +30,11 @@ from headfit.errors import HeadfitConfigError
 log = logging.getLogger(__name__)
 
 ADAPTERS = ("lora",)  # encoder.adapter: null (full fine-tuning) or one of these
-LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None}
+# dropout 0 (peft's own default): a LoRA dropout keeps a dropped copy of each adapted layer's input for the backward
+# pass, one per layer (query, key and value each keep their own copy of the same input), and its mask. On MiniLM at
+# batch 32 x 64 tokens that is ~190 MiB more saved activations than full fine-tuning keeps, and 30% slower steps:
+# more than LoRA saves in gradients and optimizer state (docs/benchmarks.md, "LoRA against full fine-tuning").
+LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
 # The linear layers LoRA adapts by default, by the encoder's config.model_type: every linear layer of the
 # transformer blocks (attention and feed-forward), not the pooler, which trains fully when a head uses it. Names
 # are matched as peft does, as the end of a module's dotted name ("output.dense" is also "attention.output.dense").

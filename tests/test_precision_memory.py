@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from transformers import BertConfig
 
 from headfit import ClassifierModule, HeadfitConfigError
 from headfit.precision import check_precision
@@ -232,6 +233,38 @@ def test_gpu_benchmark_says_it_needs_a_gpu(gpu_benchmark, capsys):
 def test_gpu_benchmark_runs_its_tiny_path_on_a_cpu(gpu_benchmark, capsys):
     assert gpu_benchmark.main(["--device", "cpu", "--tiny", "--steps", "1", "--warmup", "1", "--batch-size", "4",
                                "--seq-len", "16", "--no-write"]) == 0
-    assert "| samples/s | tokens/s | model TFLOP/s |" in capsys.readouterr().out
+    assert "| full fine-tuning | 65,732 | " in capsys.readouterr().out
     assert gpu_benchmark.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert gpu_benchmark.peak_tflops("NVIDIA A100-SXM4-40GB") == 312.0
+
+
+def test_gpu_benchmark_runs_full_fine_tuning_then_lora_on_a_cpu(gpu_benchmark, capsys):
+    assert gpu_benchmark.main(["--device", "cpu", "--tiny", "--lora", "--steps", "1", "--warmup", "1",
+                               "--batch-size", "4", "--seq-len", "16", "--no-write"]) == 0
+    out = capsys.readouterr().out
+    assert "| full fine-tuning | 65,732 |" in out and "| LoRA r=8 | 7,300 |" in out
+
+
+def test_gpu_benchmark_counts_the_frozen_weights_work_in_a_lora_step(gpu_benchmark, tiny_encoder):
+    """A LoRA step still runs the forward pass and the activations' gradients through every frozen weight: ~4 N
+    FLOPs per token (N: the weights that multiply activations) plus 2 per trainable weight, against full fine-tuning's
+    6 N; attention adds 12 L d S to both. The count leaves the module in the modes it found (Lightning trains in
+    them)."""
+    config = BertConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, intermediate_size=256,
+                        vocab_size=100).to_dict()
+    ids = torch.randint(5, 100, (2, 16))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1])}
+    attention = 12 * 4 * 128 * 16
+    per_token = {}
+    for adapter in (None, "lora"):
+        module = ClassifierModule(encoder="tiny", labels=["a", "b"], kind="binary", encoder_config=config,
+                                  adapter=adapter, lora={"r": 2} if adapter else None)
+        weights = sum(p.numel() for name, p in module.named_parameters()
+                      if p.ndim == 2 and not name.startswith(("encoder.embeddings.", "encoder.pooler.")))
+        trained = sum(p.numel() for p in module.parameters() if p.requires_grad and p.ndim == 2)
+        per_token[adapter] = gpu_benchmark.count_flops(module, batch, "cpu") / ids.numel()
+        assert module.training and module.encoder.training and all(p.grad is None for p in module.parameters())
+        expected = 6 * weights if adapter is None else 4 * weights + 2 * trained
+        # LoRA: a little under, as the first layer's query, key and value need no gradient for their input
+        assert 0.9 < per_token[adapter] / (expected + attention) < 1.01
+    assert per_token["lora"] < 0.7 * per_token[None]

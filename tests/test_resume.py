@@ -49,8 +49,10 @@ def state_dict(path):
     # long documents as windows of 16 tokens, aggregated by attention: resumed mid-epoch as exactly
     (["data.long_text=chunk", "data.max_length=16", "data.chunk_stride=4", "model.chunk_aggregation=attention",
       "callbacks.last_checkpoint.every_n_train_steps=3"], [(11, 9)]),
-    # LoRA adapters (with their dropout) on the frozen encoder: the adapters' weights and moments resume exactly
-    (["encoder.adapter=lora", "optim.lr=1e-3", "callbacks.last_checkpoint.every_n_train_steps=3"], [(11, 9)]),
+    # LoRA adapters (with a dropout of their own, off by default) on the frozen encoder: the adapters' weights and
+    # moments resume exactly
+    (["encoder.adapter=lora", "encoder.lora.dropout=0.1", "optim.lr=1e-3",
+      "callbacks.last_checkpoint.every_n_train_steps=3"], [(11, 9)]),
 ], ids=["epoch-end-then-mid-epoch", "accumulating", "long-documents", "lora"])
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(overrides, crashes, tmp_path, tiny_encoder):
     train(config(tmp_path / "a", tiny_encoder, *RUN, *overrides))
