@@ -48,6 +48,7 @@ from headfit.data.windows import encode_chunks, pad_windows
 from headfit.export_cli import FORMATS
 from headfit.heads import Head
 from headfit.module import SINGLE_TASK, ClassifierModule
+from headfit.onnx_model import inference_session
 from headfit.predict import Predictor
 
 ONNX_OUTPUTS = ("probabilities", "decisions", "logits")
@@ -228,7 +229,7 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
                             f"the temperature applied, decisions with the thresholds, raw logits; metadata: labels, "
                             f"kind, thresholds")
     onnx.save(graph, str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = inference_session(onnxruntime, path, ["CPUExecutionProvider"])  # as Predictor.from_onnx runs it
     ran = dict(zip(outputs, session.run(outputs, {name: encoded[name].numpy() for name in names})))
     per_task = {name: {output: ran[f"{name}.{output}" if module.multitask else output] for output in ONNX_OUTPUTS}
                 for name in module.tasks}
