@@ -84,6 +84,17 @@ def tune_on_dev(checkpoint: Path, spec: dict[str, Any], folder: Path, rows: int 
     predictor.module.save_decisions(checkpoint)
 
 
+def int8_instructions() -> str:
+    """The CPU's vector instructions that onnxruntime's int8 matrix products use (VNNI: one instruction per 4 int8
+    multiply-adds; without it, AVX2 takes three), as /proc/cpuinfo lists them."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    found = [flag for flag in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if flag in flags.split()]
+    return ", ".join(found) or "none of avx2, avx512f, avx512_vnni, avx_vnni, amx_int8"
+
+
 def zeroed_quantiser(real):
     """A quantiser that breaks the model after onnxruntime has quantised it: every int8 weight set to 0."""
     def quantize_int8(fp32: Path, int8: Path) -> None:
@@ -194,6 +205,7 @@ def section(args: argparse.Namespace, results: list[dict[str, Any]], command: st
     import onnxruntime
     import torch
 
+    from headfit.onnx_model import SLOW_ON_CPU
     from headfit.quantize import SETTINGS
 
     models = "; ".join(f"{r['name']}: " + (f"trained here for {r['steps']} steps of {BATCH_SIZE} rows"
@@ -214,8 +226,9 @@ def section(args: argparse.Namespace, results: list[dict[str, Any]], command: st
         f"the median of {args.repeats} timed passes over the texts (wall-clock, after an untimed warm-up on 32 texts).",
         "",
         f"- Command: `{command}`",
-        f"- Machine: {info['cpu']}; torch threads: {torch.get_num_threads()}, onnxruntime {onnxruntime.__version__} "
-        f"(CPU provider, its default threads: one per core); 1-minute load average {load:.1f} at the start, "
+        f"- Machine: {info['cpu']}, int8 instructions: {int8_instructions()}; torch threads: {torch.get_num_threads()}, "
+        f"onnxruntime {onnxruntime.__version__} (CPU provider, its default threads: one per core; headfit's session "
+        f"turns off {', '.join(SLOW_ON_CPU)}: headfit/onnx_model.py); 1-minute load average {load:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} when this was written",
         f"- Versions: {info['versions']}",
         f"- Models: benchmarks/predict.py's (the bundled MiniLM-L6, a linear head on the pooler); {models}. "
