@@ -48,7 +48,6 @@ from headfit.data.windows import encode_chunks, pad_windows
 from headfit.export_cli import FORMATS
 from headfit.heads import Head
 from headfit.module import SINGLE_TASK, ClassifierModule
-from headfit.onnx_model import inference_session
 from headfit.predict import Predictor
 
 ONNX_OUTPUTS = ("probabilities", "decisions", "logits")
@@ -193,6 +192,8 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
         raise HeadfitConfigError(f"ONNX export needs onnx, onnxscript and onnxruntime ({error})", where="--format onnx",
                                  fix='pip install "headfit[export]" (or: pip install onnx onnxscript onnxruntime)') \
             from None
+    from headfit.onnx_model import inference_session  # onnxruntime's session as Predictor.from_onnx opens it
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
