@@ -11,7 +11,9 @@ be scored; or --sst2-checkpoint / --goemotions-checkpoint):
    --quantize int8 --validate-on FILE (the gate, --max-drop 1.0): SST-2 validated on its dev set (the only labelled
    SST-2 split besides train; the gate selects nothing, so its figures are the dev figures), GoEmotions on dev;
 3. timed as predict.py times its systems (the median of --repeats passes after a warm-up on 32 texts, batch 32):
-   Predictor.from_onnx(fp32 export).predict, Predictor.from_onnx(int8 export).predict, pipeline(...)(texts);
+   Predictor.from_onnx(fp32 export).predict, Predictor.from_onnx(int8 export).predict, pipeline(...)(texts), and
+   the int8 export once more in onnxruntime's default session (every graph fusion on: what headfit's session,
+   without headfit/onnx_model.py's SLOW_ON_CPU fusions, gains);
 4. each system's metric on the evaluation set: its probabilities decided with the checkpoint's thresholds;
 5. the gate refusing a deliberately broken quantisation: SST-2 exported with a quantiser whose int8 weights are
    zeroed after onnxruntime wrote them; the refusal is shown as headfit-export prints it.
@@ -84,6 +86,17 @@ def tune_on_dev(checkpoint: Path, spec: dict[str, Any], folder: Path, rows: int 
     predictor.module.save_decisions(checkpoint)
 
 
+def int8_instructions() -> str:
+    """The CPU's vector instructions that onnxruntime's int8 matrix products use (VNNI: one instruction per 4 int8
+    multiply-adds; without it, AVX2 takes three), as /proc/cpuinfo lists them."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    found = [flag for flag in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if flag in flags.split()]
+    return ", ".join(found) or "none of avx2, avx512f, avx512_vnni, avx_vnni, amx_int8"
+
+
 def zeroed_quantiser(real):
     """A quantiser that breaks the model after onnxruntime has quantised it: every int8 weight set to 0."""
     def quantize_int8(fp32: Path, int8: Path) -> None:
@@ -104,7 +117,7 @@ def measure(name: str, spec: dict[str, Any], args: argparse.Namespace, out: Path
     import numpy as np
     import torch
 
-    from headfit import Predictor
+    from headfit import Predictor, onnx_model
     from headfit.decision import threshold_metrics
     from headfit.export import export
 
@@ -137,7 +150,10 @@ def measure(name: str, spec: dict[str, Any], args: argparse.Namespace, out: Path
               "trained": trained, "steps": steps, "checkpoint": checkpoint, "gate": quantization,
               "size": {kind: (path / "model.onnx").stat().st_size / 2**20 for kind, path in
                        (("fp32", fp32_dir), ("int8", int8_dir))}}
-    for system, predictor in (("fp32", fp32), ("int8", Predictor.from_onnx(int8_dir, batch_size=BATCH_SIZE))):
+    with mock.patch.object(onnx_model, "SLOW_ON_CPU", []):  # the same int8 graph, in onnxruntime's default session
+        int8_fused = Predictor.from_onnx(int8_dir, batch_size=BATCH_SIZE)
+    for system, predictor in (("fp32", fp32), ("int8", Predictor.from_onnx(int8_dir, batch_size=BATCH_SIZE)),
+                              ("int8, every fusion", int8_fused)):
         print(f"{name}: {system} ONNX, {len(data.texts)} texts", flush=True)
         seconds, rows = run_headfit(predictor, data.texts, args.repeats)
         probabilities = torch.from_numpy(np.stack([row["probabilities"] for row in rows]))
@@ -194,6 +210,7 @@ def section(args: argparse.Namespace, results: list[dict[str, Any]], command: st
     import onnxruntime
     import torch
 
+    from headfit.onnx_model import SLOW_ON_CPU
     from headfit.quantize import SETTINGS
 
     models = "; ".join(f"{r['name']}: " + (f"trained here for {r['steps']} steps of {BATCH_SIZE} rows"
@@ -205,6 +222,11 @@ def section(args: argparse.Namespace, results: list[dict[str, Any]], command: st
     verdicts += [f"- metric drop <= {DROP_TARGET} points on {r['name']}: {drop:.2f}, "
                  f"**{'met' if drop <= DROP_TARGET else 'not met'}**"
                  for r in results for drop in [100 * (r["fp32"]["metric"] - r["int8"]["metric"])]]
+    fusions = [f"- headfit's onnxruntime session against onnxruntime's default one (every fusion on, SkipLayerNormFusion "
+               f"included), the same int8 graph on {r['name']}: {r['int8']['texts/s']:.1f} against "
+               f"{r['int8, every fusion']['texts/s']:.1f} texts/s, "
+               f"{r['int8']['texts/s'] / r['int8, every fusion']['texts/s']:.2f}x (metric "
+               f"{100 * r['int8']['metric']:.2f} against {100 * r['int8, every fusion']['metric']:.2f})" for r in results]
     refusals = [line for r in results if "refusal" in r for line in
                 [f"The gate against a deliberately broken quantisation ({r['name']}: onnxruntime's int8 graph with "
                  "every int8 weight set to 0 afterwards, through the same `export(..., quantize=\"int8\")`): it "
@@ -214,8 +236,9 @@ def section(args: argparse.Namespace, results: list[dict[str, Any]], command: st
         f"the median of {args.repeats} timed passes over the texts (wall-clock, after an untimed warm-up on 32 texts).",
         "",
         f"- Command: `{command}`",
-        f"- Machine: {info['cpu']}; torch threads: {torch.get_num_threads()}, onnxruntime {onnxruntime.__version__} "
-        f"(CPU provider, its default threads: one per core); 1-minute load average {load:.1f} at the start, "
+        f"- Machine: {info['cpu']}, int8 instructions: {int8_instructions()}; torch threads: {torch.get_num_threads()}, "
+        f"onnxruntime {onnxruntime.__version__} (CPU provider, its default threads: one per core; headfit's session "
+        f"turns off {', '.join(SLOW_ON_CPU)}: headfit/onnx_model.py); 1-minute load average {load:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} when this was written",
         f"- Versions: {info['versions']}",
         f"- Models: benchmarks/predict.py's (the bundled MiniLM-L6, a linear head on the pooler); {models}. "
@@ -233,6 +256,7 @@ def section(args: argparse.Namespace, results: list[dict[str, Any]], command: st
         table(results),
         "",
         *verdicts,
+        *fusions,
         "",
         *refusals,
     ])

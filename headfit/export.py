@@ -192,6 +192,8 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
         raise HeadfitConfigError(f"ONNX export needs onnx, onnxscript and onnxruntime ({error})", where="--format onnx",
                                  fix='pip install "headfit[export]" (or: pip install onnx onnxscript onnxruntime)') \
             from None
+    from headfit.onnx_model import inference_session  # onnxruntime's session as Predictor.from_onnx opens it
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
@@ -228,7 +230,7 @@ def export_onnx(predictor: Predictor, out_dir: str | Path, opset: int | None = N
                             f"the temperature applied, decisions with the thresholds, raw logits; metadata: labels, "
                             f"kind, thresholds")
     onnx.save(graph, str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = inference_session(onnxruntime, path, ["CPUExecutionProvider"])  # as Predictor.from_onnx runs it
     ran = dict(zip(outputs, session.run(outputs, {name: encoded[name].numpy() for name in names})))
     per_task = {name: {output: ran[f"{name}.{output}" if module.multitask else output] for output in ONNX_OUTPUTS}
                 for name in module.tasks}

@@ -49,7 +49,7 @@ class OnnxModel:
                                          "model.onnx")
         providers = _providers(onnxruntime, device)
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path), providers=providers)
+            self.session = inference_session(onnxruntime, self.path, providers)
         except Exception as error:  # onnxruntime's own errors (a truncated or non-ONNX file) have no common type
             raise HeadfitConfigError(f"onnxruntime cannot load {self.path}: {error}", where="the export path",
                                      fix="export the checkpoint again with headfit-export --format onnx") from None
@@ -110,6 +110,21 @@ class OnnxModel:
         if "index" in batch:
             output["index"] = batch["index"]
         return output
+
+
+# onnxruntime's graph fusions that make an encoder slower on its CPU provider. SkipLayerNormFusion merges each
+# residual Add and the LayerNormalization after it into one SkipLayerNormalization, whose CPU kernel (onnxruntime
+# 1.32) is a scalar loop per row, its float sums not vectorised: on MiniLM's (32, 25, 384) activations it takes 7x
+# the time of the vectorised Add + LayerNormalization it replaces, a fifth of the int8 graph's time and a tenth of
+# the fp32 one's (docs/predict.md, Speed). Without it the probabilities move by 1e-6 (fp32).
+SLOW_ON_CPU = ["SkipLayerNormFusion"]
+
+
+def inference_session(onnxruntime, path: str | Path, providers: list, options=None):
+    """onnxruntime's session on the graph at `path`, as headfit runs it: on the CPU provider alone, without the
+    fusions in SLOW_ON_CPU (other providers, CUDA, keep them all). `options`: onnxruntime.SessionOptions."""
+    slow = SLOW_ON_CPU if providers == ["CPUExecutionProvider"] else []
+    return onnxruntime.InferenceSession(str(path), options, providers=providers, disabled_optimizers=slow)
 
 
 def _providers(onnxruntime, device: str | torch.device | None) -> list:

@@ -154,6 +154,39 @@ def test_predictor_from_onnx_gives_the_checkpoints_results(onnx_export, capsys):
         assert records[1]["scores"] == pytest.approx(expected[1]["scores"], abs=1e-4)
 
 
+def ops_run_by(open_session, saved: Path) -> set[str]:
+    """The op types of the graph onnxruntime runs when `open_session()` opens a session: the graph after onnxruntime's
+    optimisations, as it saves it to `saved`."""
+    import onnx
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+
+    def saving(path, options=None, *args, **kwargs):
+        options = options or onnxruntime.SessionOptions()
+        options.optimized_model_filepath = str(saved)
+        return real(path, options, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnxruntime, "InferenceSession", saving)
+        open_session()
+    return {node.op_type for node in onnx.load(str(saved)).graph.node}
+
+
+def test_predictor_from_onnx_keeps_the_layer_norms_that_run_faster_unfused(onnx_export, tmp_path):
+    """onnxruntime fuses each residual Add and its LayerNormalization into a SkipLayerNormalization, whose CPU kernel
+    is slower than the two (headfit/onnx_model.py, SLOW_ON_CPU); headfit's session keeps them apart, with the same
+    results (test_predictor_from_onnx_gives_the_checkpoints_results)."""
+    import onnxruntime
+
+    _, out_dir = onnx_export
+    plain = ops_run_by(lambda: onnxruntime.InferenceSession(str(out_dir / "model.onnx"),
+                                                            providers=["CPUExecutionProvider"]), tmp_path / "plain.onnx")
+    headfit = ops_run_by(lambda: Predictor.from_onnx(out_dir), tmp_path / "headfit.onnx")
+    assert "SkipLayerNormalization" in plain  # what onnxruntime runs by default
+    assert "SkipLayerNormalization" not in headfit and "LayerNormalization" in headfit
+
+
 def test_predictor_from_onnx_decodes_a_binary_threshold(tmp_path, tiny_encoder):
     pytest.importorskip("onnxruntime")
     checkpoint = save_checkpoint(tmp_path / "m.ckpt", tiny_encoder, ["neg", "pos"], "binary", SIGMOID,

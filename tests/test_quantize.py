@@ -14,6 +14,7 @@ from headfit import quantize
 from headfit.export import main
 
 from conftest import write_rows
+from test_export import ops_run_by
 from test_predict import SOFTMAX, save_checkpoint
 from test_predict_multitask import TWO_TASKS, save_checkpoint as save_multitask
 
@@ -80,6 +81,11 @@ def test_the_int8_export_is_an_int8_graph_that_predictor_reads_like_any_export(i
     predictor = Predictor.load(int8_export)  # as headfit-predict and headfit-eval load it
     assert [row["label"] for row in predictor.predict(TEXTS)] == decided
     assert predictor.labels == ["neg", "pos"] and predictor.module.quantization["drop_points"] == pytest.approx(0.0)
+
+
+def test_predictor_runs_the_int8_graph_with_its_layer_norms_unfused(int8_export, tmp_path):
+    ran = ops_run_by(lambda: Predictor.from_onnx(int8_export), tmp_path / "optimized.onnx")
+    assert {"DynamicQuantizeMatMul", "LayerNormalization"} <= ran and "SkipLayerNormalization" not in ran
 
 
 def test_the_metadata_records_what_the_gate_measured(int8_export, labelled):
