@@ -121,10 +121,7 @@ def test_consistent_decoding_never_leaves_a_child_without_its_parent():
         link = hierarchy(child_kind, parent_kind)
         for _ in range(20):
             child_p, parent_p = torch.rand(16, 4, generator=generator), torch.rand(16, 3, generator=generator)
-            child = child_p > 0.5 if child_kind == "multilabel" else \
-                torch.nn.functional.one_hot(child_p.argmax(1), 4).bool()
-            parent = parent_p > 0.5 if parent_kind == "multilabel" else \
-                torch.nn.functional.one_hot(parent_p.argmax(1), 3).bool()
+            child, parent = random_decisions(child_kind, child_p), random_decisions(parent_kind, parent_p)
             fixed_child, fixed_parent = link.make_consistent(child, parent, child_p, parent_p,
                                                              parent_kind != "multilabel")
             assert link.inconsistent(fixed_child, fixed_parent) == 0
