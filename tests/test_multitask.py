@@ -114,50 +114,50 @@ def hierarchy(child_kind="multilabel", parent_kind="multilabel"):
     return Hierarchy.from_groups("fine", child, "coarse", parent, GROUPS)
 
 
-def test_consistent_decoding_never_leaves_a_child_without_its_parent():
-    generator = torch.Generator().manual_seed(0)
-    for child_kind, parent_kind in [("multilabel", "multilabel"), ("multilabel", "multiclass"),
-                                    ("multiclass", "multiclass"), ("multiclass", "multilabel")]:
-        link = hierarchy(child_kind, parent_kind)
-        for _ in range(20):
-            child_p, parent_p = torch.rand(16, 4, generator=generator), torch.rand(16, 3, generator=generator)
-            child, parent = random_decisions(child_kind, child_p), random_decisions(parent_kind, parent_p)
-            fixed_child, fixed_parent = link.make_consistent(child, parent, child_p, parent_p,
-                                                             parent_kind != "multilabel")
-            assert link.inconsistent(fixed_child, fixed_parent) == 0
-            if parent_kind != "multilabel":
-                assert (fixed_parent.sum(1) == 1).all()
-            if child_kind != "multilabel":
-                assert torch.equal(fixed_child, child)  # a single-label child decides; its parent follows
-
-
 def random_decisions(kind, probabilities):
     if kind == "multilabel":
         return probabilities > 0.5
     return torch.nn.functional.one_hot(probabilities.argmax(1), probabilities.shape[1]).bool()
 
 
-def test_top_down_decoding_keeps_the_parent_and_drops_what_it_rules_out():
-    generator = torch.Generator().manual_seed(1)
+def random_cases(seed):
+    """(child kind, parent kind, link, child probabilities, parent probabilities, child, parent): every pair of
+    kinds, 20 random batches of 16 rows each."""
+    generator = torch.Generator().manual_seed(seed)
     for child_kind, parent_kind in [("multilabel", "multilabel"), ("multilabel", "multiclass"),
                                     ("multiclass", "multiclass"), ("multiclass", "multilabel")]:
         link = hierarchy(child_kind, parent_kind)
         for _ in range(20):
             child_p, parent_p = torch.rand(16, 4, generator=generator), torch.rand(16, 3, generator=generator)
-            child, parent = random_decisions(child_kind, child_p), random_decisions(parent_kind, parent_p)
-            hot = decide_top_down([link], {"fine": child, "coarse": parent}, {"fine": child_p, "coarse": parent_p},
-                                  {"fine": child_kind != "multilabel", "coarse": parent_kind != "multilabel"})
-            assert link.inconsistent(hot["fine"], hot["coarse"]) == 0
-            if child_kind == "multilabel":  # only drops child labels; the parent decides as it did
-                assert torch.equal(hot["coarse"], parent) and not (hot["fine"] & ~child).any()
-            else:
-                assert (hot["fine"].sum(1) == 1).all()  # a single-label child keeps exactly one label
-                ruled_in = link.covers(parent).any(1)  # rows where some child label lies in a decided group
-                assert torch.equal(hot["coarse"][ruled_in], parent[ruled_in])
-                # inside the decided groups, the child's label is its most probable one there
-                best = child_p.masked_fill(~link.covers(parent), -1).argmax(1)
-                moved = ruled_in & ~(child & link.covers(parent)).any(1)
-                assert torch.equal(hot["fine"][moved].float().argmax(1), best[moved])
+            yield (child_kind, parent_kind, link, child_p, parent_p, random_decisions(child_kind, child_p),
+                   random_decisions(parent_kind, parent_p))
+
+
+def test_consistent_decoding_never_leaves_a_child_without_its_parent():
+    for child_kind, parent_kind, link, child_p, parent_p, child, parent in random_cases(0):
+        fixed_child, fixed_parent = link.make_consistent(child, parent, child_p, parent_p, parent_kind != "multilabel")
+        assert link.inconsistent(fixed_child, fixed_parent) == 0
+        if parent_kind != "multilabel":
+            assert (fixed_parent.sum(1) == 1).all()
+        if child_kind != "multilabel":
+            assert torch.equal(fixed_child, child)  # a single-label child decides; its parent follows
+
+
+def test_top_down_decoding_keeps_the_parent_and_drops_what_it_rules_out():
+    for child_kind, parent_kind, link, child_p, parent_p, child, parent in random_cases(1):
+        hot = decide_top_down([link], {"fine": child, "coarse": parent}, {"fine": child_p, "coarse": parent_p},
+                              {"fine": child_kind != "multilabel", "coarse": parent_kind != "multilabel"})
+        assert link.inconsistent(hot["fine"], hot["coarse"]) == 0
+        if child_kind == "multilabel":  # only drops child labels; the parent decides as it did
+            assert torch.equal(hot["coarse"], parent) and not (hot["fine"] & ~child).any()
+        else:
+            assert (hot["fine"].sum(1) == 1).all()  # a single-label child keeps exactly one label
+            ruled_in = link.covers(parent).any(1)  # rows where some child label lies in a decided group
+            assert torch.equal(hot["coarse"][ruled_in], parent[ruled_in])
+            # inside the decided groups, the child's label is its most probable one there
+            best = child_p.masked_fill(~link.covers(parent), -1).argmax(1)
+            moved = ruled_in & ~(child & link.covers(parent)).any(1)
+            assert torch.equal(hot["fine"][moved].float().argmax(1), best[moved])
 
 
 def test_top_down_decoding_follows_every_parent_of_a_child():
