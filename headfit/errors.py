@@ -9,6 +9,7 @@ The command-line entry points print the message alone, without a traceback (set 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import sys
@@ -28,6 +29,11 @@ class HeadfitError(ValueError):
         if fix:
             lines.append(f"  fix:   {fix}")
         super().__init__("\n".join(lines))
+
+    def __reduce__(self):
+        # Rebuilt with its keywords (and attributes such as errno), so it comes back whole from another process.
+        state = {**self.__dict__, **({"errno": self.errno} if isinstance(self, OSError) else {})}
+        return functools.partial(type(self), where=self.where, fix=self.fix), (self.problem,), state
 
 
 class HeadfitConfigError(HeadfitError):

@@ -202,3 +202,13 @@ def test_a_full_disk_names_the_file_and_leaves_the_previous_one_whole(save, tmp_
 
 def test_errors_from_python_are_headfit_errors_not_torchs():
     assert issubclass(HeadfitCheckpointError, HeadfitError) and issubclass(HeadfitOutputError, HeadfitError)
+
+
+def test_a_headfit_error_comes_back_whole_from_another_process():
+    # data set-up reads large files in worker processes: what one of them raises must reach the user unchanged
+    refused = HeadfitDataError("bytes that are not UTF-8", where="train.csv:3", fix="give data.encoding")
+    again = pickle.loads(pickle.dumps(refused))
+    assert type(again) is HeadfitDataError and str(again) == str(refused) and again.where == "train.csv:3"
+    full = HeadfitOutputError("could not write /x: No space left on device", where="/x", fix="free space")
+    full.errno = errno.ENOSPC
+    assert pickle.loads(pickle.dumps(full)).errno == errno.ENOSPC
