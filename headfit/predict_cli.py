@@ -104,7 +104,7 @@ def apply_bad_row_policy(rows: list[dict[str, Any]], name: str, args: argparse.N
     bad = []
     for row in rows:
         problem = text_problem(row["text"], row["problem"])
-        row["column"] = "text" if problem and not row["problem"] else None
+        row["column"] = "text" if problem.startswith("empty text: ") else None
         if not problem and args.text_pair_column is not None:
             problem, row["column"] = text_problem(row["text_pair"] or ""), "text_pair"
         row["problem"] = problem

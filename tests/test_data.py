@@ -174,7 +174,8 @@ def test_second_setup_loads_cached_token_ids(tmp_path, tiny_encoder, caplog):
     train = write_rows(tmp_path / "train.csv", [{"text": t, "label": s} for t, s in zip(TEXTS, SENTIMENT)])
     caplog.set_level("INFO", logger="headfit.data.tokenize")
     make(tmp_path, tiny_encoder, train, train)
-    assert "tokenised and cached" in caplog.text and "loaded cached" not in caplog.text
+    # the validation split is the same file: its token ids are those just cached for train
+    assert "train: tokenised and cached" in caplog.text and "val: loaded cached" in caplog.text
     caplog.clear()
     make(tmp_path, tiny_encoder, train, train)
     assert "loaded cached" in caplog.text and "tokenised and cached" not in caplog.text
@@ -310,3 +311,47 @@ def test_sampler_from_an_array_gives_the_batches_it_gave_before(as_array):
     resumed = LengthGroupedSampler(lengths, 8, seed=3, pool_batches=4)
     resumed.resume(1, 5)
     assert digest(list(resumed)) == "b7e6fdffbeff173e"
+
+
+def tokenizers_to_compare(tiny_encoder):
+    from transformers import AutoTokenizer
+
+    found = [AutoTokenizer.from_pretrained(tiny_encoder)]
+    try:  # the bundled MiniLM (a real WordPiece vocabulary), when installed
+        from headfit.encoder import bundled_minilm_path
+
+        found.append(AutoTokenizer.from_pretrained(bundled_minilm_path()))
+    except Exception:
+        pass
+    return found
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_the_token_cache_holds_what_calling_the_tokenizer_gives(tiny_encoder, pairs):
+    # set-up encodes through the tokenizer's Rust backend; ids, types and masks must be the tokenizer's own
+    import pyarrow as pa
+
+    from headfit.data.tokenize import _tokenize, truncating_backend
+
+    texts = [*TEXTS, "good " * 60, "", "  ", "[SEP] good [CLS] film", "Ünïcödé façade — naïve film"]
+    second = list(reversed(texts)) if pairs else [None] * len(texts)
+    for tokenizer in tokenizers_to_compare(tiny_encoder):
+        for max_length in (6, 16, 128):
+            table = _tokenize(pa.table({"text": texts, "text_pair": pa.array(second, pa.string())}), tokenizer,
+                              max_length, truncating_backend(tokenizer, max_length))
+            expected = tokenizer(texts, second if pairs else None, truncation=True, max_length=max_length)
+            for name in ("input_ids", "attention_mask", "token_type_ids"):
+                assert table.column(name).to_pylist() == expected[name], (name, max_length)
+            assert table.column("length").to_pylist() == [len(ids) for ids in expected["input_ids"]]
+
+
+def test_calling_the_tokenizer_does_not_change_the_token_cache_key(tiny_encoder):
+    # calling a fast tokenizer sets truncation on its backend; the cache key must not see that
+    from transformers import AutoTokenizer
+
+    from headfit.data.tokenize import tokenizer_fingerprint
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    before = tokenizer_fingerprint(tokenizer)
+    tokenizer(TEXTS, truncation=True, max_length=5, padding="max_length")
+    assert tokenizer_fingerprint(tokenizer) == before

@@ -98,10 +98,10 @@ def test_the_cache_key_holds_the_chunking(tmp_path, tiny_encoder, caplog):
     for changed in [{}, {"chunk_stride": 2}, {"max_chunks": 4}]:
         caplog.clear()
         make(tmp_path, tiny_encoder, train, **changed)
-        assert "tokenised and cached" in caplog.text and "loaded cached" not in caplog.text, changed
+        assert "train: tokenised and cached" in caplog.text and "train: loaded cached" not in caplog.text, changed
     caplog.clear()
     make(tmp_path, tiny_encoder, train, max_chunks=4)
-    assert "loaded cached" in caplog.text and "tokenised and cached" not in caplog.text
+    assert "train: loaded cached" in caplog.text and "tokenised and cached" not in caplog.text
 
 
 def test_a_batch_holds_whole_documents_their_windows_in_order(tmp_path, tiny_encoder):

@@ -17,37 +17,38 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 
 from headfit.data.files import FIXES, text_problem  # noqa: F401 (also imported from here)
-from headfit.data.sources import Source, column, problem_rows, select
+from headfit.data.sources import Source, arrow_column, column, problem_rows, select
 from headfit.data.tasks import TaskData, derivation_order
-from headfit.data.tokenize import BATCH_ROWS, processes
+from headfit.data.tokenize import BATCH_ROWS
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 from headfit.labels import LabelError, LabelSpace
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("error", "skip")
+UNPARSABLE = "unparsable line: "  # the problem of a line that could not be read (files.py)
 
 
 def check_rows(tokenized: Dataset, source: Source, labels: LabelSpace | Sequence[TaskData], split: str, policy: str,
-               report_dir: str | Path | None, num_proc: int | None = None) -> Dataset:
+               report_dir: str | Path | None) -> Dataset:
     """Map every row's label to ids (`labels`: the one task's label space, or the tasks with theirs) and apply
-    the bad-row policy; returns the rows to use. `num_proc`: as tokenize.processes (each process checks a
-    contiguous share of the rows; a row keeps its `line`, so errors name it wherever it was checked)."""
+    the bad-row policy; returns the rows to use."""
     if policy not in POLICIES:
         raise HeadfitConfigError(f"unknown bad-row policy {policy!r}", where="data.on_bad_row",
                                  fix="use error (stop at the first bad row) or skip (skip, count and report them)")
     tasks = derivation_order([TaskData(None, space=labels)] if isinstance(labels, LabelSpace) else labels)
-    inputs = ["text", "label", "problem"]  # only the checks' columns are written; the rest is joined back
-    ids = tokenized.select_columns(inputs).map(_label_ids, batched=True, batch_size=BATCH_ROWS,
-                                               fn_kwargs={"tasks": tasks, "split": split},
-                                               remove_columns=inputs, num_proc=processes(num_proc, len(tokenized)),
-                                               desc=f"checking {split} labels")
+    inputs = ["label", "problem"]  # only the checks' columns are written; the rest is joined back
+    ids = tokenized.select_columns(inputs).with_format("arrow").map(
+        _label_ids, batched=True, batch_size=BATCH_ROWS, writer_batch_size=BATCH_ROWS,
+        fn_kwargs={"tasks": tasks, "split": split}, remove_columns=inputs,
+        desc=f"checking {split} labels").with_format(None)
     checked = concatenate_datasets([tokenized.remove_columns(["problem"]), ids], axis=1)
     bad = problem_rows(checked)
     if len(bad) and policy == "error":
@@ -99,9 +100,9 @@ def _fix(reason: str, task: TaskData | None) -> str:
 def first_unreadable(data: Dataset, source: Source) -> None:
     """Stop at the first line that could not be read at all (data.on_bad_row=error), before the labels are judged:
     a stray quote that swallowed rows would otherwise surface as a wrong label set (e.g. 'a single class')."""
-    bad = problem_rows(data)
-    if len(bad):
-        first = data.select_columns(["line", "problem"])[int(bad[0])]
+    unparsable = pc.starts_with(arrow_column(data, "problem"), UNPARSABLE).to_numpy()  # not: a blank text
+    if unparsable.any():
+        first = data.select_columns(["line", "problem"])[int(np.argmax(unparsable))]
         raise bad_row(first["problem"], source, first["line"])
 
 
@@ -133,13 +134,22 @@ def check_row(text: str, label: str, problem: str, tasks: Sequence[TaskData],
     return ids, "", None
 
 
-def _label_ids(batch: dict[str, list], tasks: Sequence[TaskData], split: str) -> dict[str, list[Any]]:
-    checked: dict[str, list[Any]] = {name: [] for task in tasks for name in [*task.row_columns, "problem"]}
-    for text, label, problem in zip(batch["text"], batch["label"], batch["problem"]):
-        ids, problem, _ = check_row(text, label, problem, tasks, split)
-        for task in tasks:
-            checked[task.ids_column].append(list(ids.get(task.name) or ()))
-            if task.labelled_column:
-                checked[task.labelled_column].append(ids.get(task.name) is not None)
-        checked["problem"].append(problem)
-    return checked
+def _label_ids(batch: pa.Table, tasks: Sequence[TaskData], split: str) -> pa.Table:
+    """check_row for every row of a batch, without a Python object per row: each distinct raw label of the batch
+    is judged once (check_row) and its result given to the rows holding it. A row that has a problem of its own
+    (a line that could not be read, a blank text: the readers set it) keeps it and gets no label ids, as
+    check_row gives it; the text itself is not read here."""
+    labels = batch.column("label").combine_chunks().dictionary_encode()
+    judged = [check_row("-", label, "", tasks, split)[:2] for label in labels.dictionary.to_pylist()]
+    judged.append(({}, ""))  # the entry of the rows with a problem of their own
+    problems = batch.column("problem").combine_chunks()
+    own = pc.greater(pc.binary_length(problems), 0).to_numpy(zero_copy_only=False)
+    entry = pa.array(np.where(own, len(judged) - 1, labels.indices.to_numpy(zero_copy_only=False)))
+    checked = {}
+    for task in tasks:
+        checked[task.ids_column] = pa.array([list(ids.get(task.name) or ()) for ids, _ in judged],
+                                            pa.list_(pa.int64())).take(entry)
+        if task.labelled_column:
+            checked[task.labelled_column] = pa.array([ids.get(task.name) is not None for ids, _ in judged]).take(entry)
+    checked["problem"] = pc.if_else(own, problems, pa.array([problem for _, problem in judged], pa.string()).take(entry))
+    return pa.table(checked)

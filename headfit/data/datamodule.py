@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
@@ -50,7 +51,7 @@ from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, co
                                   problem_rows, ragged_column, select)
 from headfit.data.split import random_subset, stratified_split
 from headfit.data.tasks import TaskData, derivation_order, read_tasks, with_groups
-from headfit.data.tokenize import report_chunks, report_lengths, tokenize
+from headfit.data.tokenize import BATCH_ROWS, report_chunks, report_lengths, tokenize
 from headfit.data.windows import pad_windows
 from headfit.encoder import load_tokenizer
 from headfit.errors import HeadfitConfigError
@@ -231,7 +232,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         sources = {split: load_source(path, f"data.{split}_path", columns[split], header=self.header,
                                       cache_dir=self.cache_dir, hub_dataset=self.hub_dataset,
                                       hub_config=self.hub_config, encoding=self.encoding,
-                                      max_record_lines=self.max_record_lines)
+                                      max_record_lines=self.max_record_lines, num_proc=self.num_proc)
                    for split, path in self.paths.items() if path}
         chunking = dict(long_text=self.long_text, chunk_stride=self.chunk_stride, max_chunks=self.max_chunks)
         tokens = {split: tokenize(source.data, source.fingerprint, self.tokenizer, self.max_length, self.cache_dir, split,
@@ -242,8 +243,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.tasks = self._infer_labels(tasks, sources["train"], tokens["train"])
         self.label_space = None if self.multitask else self.tasks[0].space
         for split, source in sources.items():
-            self.datasets[split] = check_rows(tokens[split], source, self.tasks, split, self.on_bad_row, report_dir,
-                                              self.num_proc)
+            self.datasets[split] = check_rows(tokens[split], source, self.tasks, split, self.on_bad_row, report_dir)
         if "val" not in sources:
             self._split_validation()
         if self.max_train_rows and self.max_train_rows < len(self.datasets["train"]):
@@ -288,10 +288,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
             readable = np.ones(len(train), dtype=bool)
             readable[unreadable] = False
             labels, lines = labels.filter(readable), lines.filter(readable)
-        distinct = pc.value_counts(labels)
-        lines = lines.take(pc.index_in(distinct.field("values"), value_set=labels)).to_pylist()
-        readable = [(line, json.loads(label), count) for line, label, count in
-                    zip(lines, distinct.field("values").to_pylist(), distinct.field("counts").to_pylist())]
+        distinct = first_rows(labels)
+        lines = lines.take(pa.array([row for row, _ in distinct.values()], pa.int64())).to_pylist()
+        readable = [(line, json.loads(label), count) for line, (label, (_, count)) in zip(lines, distinct.items())]
         inferred = {task.name: task if task.derived else replace(task, space=self._infer_space(task, source, readable))
                     for task in tasks}
         for task in derivation_order(tasks):
@@ -350,7 +349,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
                 continue
             sample = rng.sample(range(len(data)), min(len(data), 1000))
             report_lengths(numpy_column(data, "length"), split, self.max_length,
-                           column(data.select(sample), "text") if sample else [], self.tokenizer)
+                           lambda data=data, sample=sample: column(data.select(sample), "text") if sample else [],
+                           self.tokenizer)
         for split in ("val", "test"):
             if split in self.datasets:
                 repeated = self._repeated_texts(split)
@@ -491,10 +491,28 @@ class TextClassificationDataModule(pl.LightningDataModule):
         return self.test_dataloader()
 
 
+def first_rows(values: pa.ChunkedArray) -> dict[Any, tuple[int, int]]:
+    """{value: (the position of its first row, its rows)} for each distinct value, in the order they first occur.
+    One chunk at a time: a few values held, not a hash table of the whole column."""
+    found: dict[Any, list[int]] = {}
+    start = 0
+    for chunk in values.chunks:
+        encoded = chunk.dictionary_encode()
+        ids = encoded.indices.to_numpy(zero_copy_only=False)
+        _, first = np.unique(ids, return_index=True)  # dictionary entry i first occurs at first[i]
+        for value, position, rows in zip(encoded.dictionary.to_pylist(), first, np.bincount(ids)):
+            found.setdefault(value, [start + int(position), 0])[1] += int(rows)
+        start += len(chunk)
+    return {value: (position, rows) for value, (position, rows) in found.items()}
+
+
 def label_counts(data: Dataset, ids_column: str, num_labels: int) -> list[int]:
     """Rows carrying each label (a row lists a label once), from the label ids column."""
-    values, _ = ragged_column(data, ids_column)
-    return np.bincount(values, minlength=num_labels).tolist()
+    counts = np.zeros(num_labels, dtype=np.int64)
+    for start in range(0, len(data), BATCH_ROWS):  # a batch of rows at a time: no copy of the whole column
+        ids = arrow_column(data, ids_column, slice(start, start + BATCH_ROWS)).combine_chunks().flatten()
+        counts += np.bincount(ids.to_numpy(), minlength=num_labels)
+    return counts.tolist()
 
 
 def repeated_texts(train: Dataset, other: Dataset, rows: int = 100_000) -> int:

@@ -8,8 +8,8 @@ Columns are named by header name or by 0-based position. Each row comes out in h
 
 With several tasks (`tasks`: each one's TaskColumns), `label` is the JSON of {task name: its raw label value}.
 
-A row that cannot be read (wrong number of fields, a quote that never closes, a line that is not JSON) is not
-raised here: it comes out with `problem` set, so the caller applies `data.on_bad_row` to it like to any other
+A row that cannot be read (wrong number of fields, a quote that never closes, a line that is not JSON), or whose
+text is blank, is not raised here: it comes out with `problem` set, so the caller applies `data.on_bad_row` to it like to any other
 bad row. Bytes that are not text in `encoding` stop the reading with the file, line and byte offset.
 """
 
@@ -350,6 +350,7 @@ def read_delimited(path: str, header: bool, text: int, text_pair: int | None, la
                 row["text"] = fields[text]
                 row["text_pair"] = None if text_pair is None else fields[text_pair]
                 row["label"] = json.dumps(label_value(fields.__getitem__, label, label_columns, tasks))
+                row["problem"] = text_problem(row["text"])
             yield row
 
 
@@ -394,6 +395,7 @@ def read_jsonl(path: str, text: str, text_pair: str | None, label: str | None,
             row["text"] = _text(record.get(text))
             row["text_pair"] = None if text_pair is None else _text(record.get(text_pair))
             row["label"] = json.dumps(label_value(record.get, label, label_columns, tasks))
+            row["problem"] = text_problem(row["text"])
             yield row
 
 

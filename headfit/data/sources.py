@@ -3,7 +3,8 @@
 Sources: CSV/TSV/JSONL files (streamed through headfit's readers, so rows keep their line numbers), Parquet
 files, folders written by `datasets.Dataset.save_to_disk`, and Hugging Face hub datasets (`data.hub_dataset`,
 online). The result has the columns `line`, `text`, `text_pair`, `label` (the raw label value as JSON; with
-several tasks, {task: raw value}) and `problem` (why a row cannot be read, or ""), and is cached in
+several tasks, {task: raw value}) and `problem` (why a row cannot be used whatever its label: a line that
+cannot be read, a blank text; or ""), and is cached in
 `data.cache_dir`: a file is read again only when its size or modification time changes. The columns read are
 part of the cache key. Training sets larger than RAM stay on disk.
 """
@@ -11,7 +12,11 @@ part of the cache key. Training sets larger than RAM stay on disk.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import logging
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +26,19 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, Features, Value
-from datasets.exceptions import DatasetGenerationError
+from datasets import Dataset, Features, Value, concatenate_datasets
 
 from headfit.data import files
 from headfit.data.files import TaskColumns
 from headfit.data.tokenize import BATCH_ROWS, processes
-from headfit.errors import HeadfitConfigError, HeadfitDataError, HeadfitError
+from headfit.errors import HeadfitConfigError, HeadfitDataError
+
+log = logging.getLogger(__name__)
 
 RAW_FEATURES = Features({"line": Value("int64"), "text": Value("string"), "text_pair": Value("string"),
                          "label": Value("string"), "problem": Value("string")})
-LAYOUT_VERSION = "3"  # bump when the raw layout or the readers change, so caches are rebuilt
+RAW_SCHEMA = RAW_FEATURES.arrow_schema
+LAYOUT_VERSION = "4"  # bump when the raw layout or the readers change, so caches are rebuilt
 BYTES_PER_ROW = 100  # to tell a large file from its size (data.num_proc=null: tokenize.processes)
 
 
@@ -111,7 +118,6 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
                     for key_name, name in _named(columns, every_task=True).items()}
 
         def positions(label_columns: Sequence[files.Column] | None, key_name: str) -> tuple[int, ...] | None:
-            # a tuple, not a list: from_generator would shard a list-valued argument across processes
             return tuple(files.resolve_column(c, head, path, key_name) for c in label_columns) \
                 if label_columns else None
 
@@ -131,30 +137,39 @@ def load_source(location: str, key: str, columns: Columns, *, header: bool = Tru
                        if task_columns and isinstance(head, list)}
     parts = processes(num_proc, stat.st_size // BYTES_PER_ROW if num_proc is None else stat.st_size)
     cut = files.shares(path, parts or 1, encoding, quiet_lines)
-    arguments = {"reader": reader, "path": str(path), "key": key, "stamp": stamp, "encoding": encoding, **kwargs}
-    try:  # a list in gen_kwargs is shared out between the processes: here, the shares of the file
-        data = Dataset.from_generator(_rows, features=RAW_FEATURES, cache_dir=cache_dir, fingerprint=stamp,
-                                      writer_batch_size=BATCH_ROWS,
-                                      gen_kwargs={**arguments, "shares": cut},
-                                      num_proc=len(cut) if len(cut) > 1 else None)
-    except DatasetGenerationError as error:  # datasets wraps what the reader raised: say that, in words
-        if isinstance(error.__cause__, HeadfitError):
-            raise error.__cause__ from None
-        if len(cut) > 1:  # from another process the cause does not come back: read again here, to raise it
-            list(_rows(**arguments, shares=cut))
-        raise
+    data = _read_file(reader, str(path), cut, Path(cache_dir) / "raw" / stamp, encoding=encoding, **kwargs)
+    if not len(data):  # a header and no rows (or blank lines only): nothing to train or evaluate on
+        raise HeadfitDataError(f"{path} has no rows (a header line, or blank lines, only)", where=key,
+                               fix="give it labelled rows, or point the key at another file")
     return Source(data, str(path), line_is_file_line=True, label_names=label_names, fingerprint=stamp)
 
 
-def _rows(reader: Callable, path: str, key: str, stamp: str, shares: Sequence[files.Share], **kwargs: Any):
-    # `stamp` (size and modification time of the file) is part of the datasets cache key and unused here.
-    count = 0
-    for share in shares:
-        for count, row in enumerate(reader(path, share=share, **kwargs), start=count + 1):
-            yield row
-    if not count:  # a header and no rows (or blank lines only): nothing to train or evaluate on
-        raise HeadfitDataError(f"{path} has no rows (a header line, or blank lines, only)", where=key,
-                               fix="give it labelled rows, or point the key at another file")
+def _read_file(reader: Callable, path: str, cut: Sequence[files.Share], stem: Path, **kwargs: Any) -> Dataset:
+    """The rows of a text file, read once into Arrow files `<stem>-<share>.arrow` (one per share of the file, each
+    written by its own process when there are several) and memory-mapped from there on every later call."""
+    names = [stem.with_name(f"{stem.name}-{i:05d}-of-{len(cut):05d}.arrow") for i in range(len(cut))]
+    if not all(name.is_file() for name in names):
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        jobs = [(reader, path, share, name, kwargs) for share, name in zip(cut, names)]
+        if len(jobs) == 1:
+            _write_share(*jobs[0])
+        else:  # an error raised in a worker (HeadfitDataError: bytes not in the encoding) comes back whole
+            with multiprocessing.get_context().Pool(len(jobs)) as pool:
+                pool.starmap(_write_share, jobs)
+        log.info("read %s (%s)", path, f"{len(jobs)} processes" if len(jobs) > 1 else "one process")
+    return concatenate_datasets([Dataset.from_file(str(name)) for name in names])
+
+
+def _write_share(reader: Callable, path: str, share: files.Share, target: Path, kwargs: dict[str, Any]) -> None:
+    """One share's rows into the Arrow file `target`, BATCH_ROWS rows a record batch: columns, not a Python
+    object per row, leave the reader. Written under a temporary name first, so that a process that stops half-way
+    (or a second process writing the same file, as DDP ranks do) never leaves a partial file under `target`."""
+    rows = reader(path, share=share, **kwargs)
+    temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_stream(sink, RAW_SCHEMA) as writer:
+        while batch := list(itertools.islice(rows, BATCH_ROWS)):
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=RAW_SCHEMA))
+    os.replace(temporary, target)
 
 
 def _named(columns: Columns, every_task: bool = False) -> dict[str, Any]:
@@ -228,11 +243,12 @@ def _from_arrow(data: Dataset, name: str, key: str, columns: Columns) -> Source:
 def _uniform(batch: dict[str, list], indices: list[int], text: str, pair: str | None, label: str | None,
              label_columns: Sequence[str] | None, tasks: Sequence[files.TaskColumns] = ()) -> dict[str, list]:
     values = [files.label_value(lambda c, j=j: batch[c][j], label, label_columns, tasks) for j in range(len(indices))]
+    texts = ["" if t is None else str(t) for t in batch[text]]
     return {"line": indices,
-            "text": ["" if t is None else str(t) for t in batch[text]],
+            "text": texts,
             "text_pair": [None] * len(indices) if pair is None else ["" if t is None else str(t) for t in batch[pair]],
             "label": [json.dumps(value) for value in values],
-            "problem": [""] * len(indices)}
+            "problem": [files.text_problem(t) for t in texts]}
 
 
 def column(data: Dataset, name: str) -> list:
@@ -291,5 +307,5 @@ def problem_rows(data: Dataset) -> np.ndarray:
 def select(data: Dataset, rows: Sequence[int] | np.ndarray) -> Dataset:
     """The given rows, as an index mapping onto the same table (cached next to it, 8 bytes a row): nothing is
     copied, however many rows the split has."""
-    return data.select(np.asarray(rows, dtype=np.int64))
+    return data.select(np.asarray(rows, dtype=np.int64), writer_batch_size=BATCH_ROWS)
 

@@ -26,12 +26,9 @@ def stratified_split(values: np.ndarray, offsets: np.ndarray, fraction: float,
     stratum = values if single else _rarest(values, offsets, frequency)
     rng = np.random.default_rng(seed)
     validation = np.zeros(rows, dtype=bool)
-    order = np.argsort(stratum, kind="stable")
     sizes = np.bincount(stratum + 1)  # rows per stratum, -1 (no label) first
-    for name, members in zip(range(-1, len(sizes) - 1), np.split(order, np.cumsum(sizes)[:-1])):
-        if not len(members):
-            continue
-        members = rng.permutation(members)
+    for name in np.flatnonzero(sizes) - 1:  # one stratum's rows at a time, ascending: no sort of all rows
+        members = rng.permutation(np.flatnonzero(stratum == name))
         share = round(len(members) * fraction)
         if len(members) >= 2 and name != -1:  # at least one row on each side
             share = min(max(share, 1), len(members) - 1)

@@ -7,7 +7,8 @@ batches are padded to their longest row (window) when they are made.
 
 The cache holds the token columns only (int32 ids, int8 masks), joined to the raw split row by row, and is
 written by `num_proc` processes, each tokenising a contiguous share of the rows (`processes`: one per core for
-large splits). The token ids leave the tokenizer as NumPy arrays and enter Arrow as such: no Python list per row.
+large splits). A fast tokenizer's Rust tokenizer encodes the rows (`truncating_backend`: the same ids as calling the
+tokenizer, without transformers' per-row conversion), and its ids go to Arrow one batch at a time.
 
 `long_text=truncate` (the default): one row of token ids per text, cut at max_length.
 `long_text=chunk`: a text is cut into windows of max_length tokens, each with the tokenizer's special tokens,
@@ -20,13 +21,17 @@ window is exactly the row truncate gives, as a list of one window.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from headfit.data.windows import encode_chunks
@@ -51,8 +56,15 @@ def processes(num_proc: int | None, rows: int) -> int | None:
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """What the tokenizer is, not how it was last called: calling it sets truncation and padding on its Rust
+    tokenizer, which would otherwise change the key of every cache entry made after that."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    definition = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None), definition.pop("padding", None)
+        definition = json.dumps(definition, sort_keys=True)
+    else:
+        definition = repr(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{definition}".encode()).hexdigest()[:16]
 
 
@@ -71,32 +83,57 @@ def tokenize(data: Dataset, fingerprint: str, tokenizer: PreTrainedTokenizerBase
     path = Path(cache_dir).expanduser() / "tokens" / f"{key[:24]}.arrow"
     path.parent.mkdir(parents=True, exist_ok=True)
     hit = any(path.parent.glob(f"{path.stem}*.arrow"))  # with num_proc, one file per process
-    function, arguments = (_tokenize, {"tokenizer": tokenizer, "max_length": max_length}) if long_text != "chunk" \
-        else (_tokenize_chunks, {"tokenizer": tokenizer, "max_length": max_length, "stride": chunk_stride,
-                                 "max_chunks": max_chunks})
+    if long_text == "chunk":
+        function, arguments = _tokenize_chunks, {"stride": chunk_stride, "max_chunks": max_chunks}
+    else:
+        function, arguments = _tokenize, {"backend": truncating_backend(tokenizer, max_length)}
+    arguments.update(tokenizer=tokenizer, max_length=max_length)
     # The text columns go in as Arrow and only the token columns come out: the cache file holds nothing twice.
     tokens = data.select_columns(["text", "text_pair"]).with_format("arrow").map(
-        function, batched=True, batch_size=BATCH_ROWS, cache_file_name=str(path), load_from_cache_file=True,
-        new_fingerprint=key[:32], fn_kwargs=arguments, remove_columns=["text", "text_pair"],
+        function, batched=True, batch_size=BATCH_ROWS, writer_batch_size=BATCH_ROWS, cache_file_name=str(path),
+        load_from_cache_file=True, new_fingerprint=key[:32], fn_kwargs=arguments, remove_columns=["text", "text_pair"],
         num_proc=processes(num_proc, len(data)), desc=f"tokenising {split}")
     log.info("%s: %s token ids of %d rows (%s)", split, "loaded cached" if hit else "tokenised and cached",
              len(tokens), path)
     return concatenate_datasets([data, tokens.with_format(None)], axis=1)
 
 
-def _tokenize(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_length: int) -> pa.Table:
-    pairs = batch.column("text_pair")
+def truncating_backend(tokenizer: PreTrainedTokenizerBase, max_length: int) -> Tokenizer | None:
+    """A copy of a fast tokenizer's own Rust tokenizer, set up as `tokenizer(texts, truncation=True,
+    max_length=max_length)` sets it (longest_first on the tokenizer's truncation side, no padding, its
+    split_special_tokens); None for a tokenizer without one. Encoding through it gives the same ids without
+    transformers' Python conversion of every row (which costs more than the encoding itself)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if not isinstance(backend, Tokenizer):
+        return None
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.enable_truncation(max_length, strategy="longest_first", direction=tokenizer.truncation_side)
+    backend.no_padding()
+    backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    return backend
+
+
+def _tokenize(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_length: int,
+              backend: Tokenizer | None) -> pa.Table:
+    texts, pairs = batch.column("text").to_pylist(), batch.column("text_pair")
     pairs = None if pairs.null_count == len(pairs) else pairs.fill_null("").to_pylist()
-    encoded = tokenizer(batch.column("text").to_pylist(), pairs, truncation=True, max_length=max_length,
-                        padding=True, return_tensors="np")
-    mask = encoded["attention_mask"].astype(bool)
-    lengths = mask.sum(axis=1)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
-    columns = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "token_type_ids": pa.int8()}
-    # Padded (rows, longest) matrices back to one list per row: the entries under the mask, row after row.
-    tokens = {name: pa.ListArray.from_arrays(offsets, pa.array(encoded[name][mask], kind))
-              for name, kind in columns.items() if name in encoded}
-    return pa.table({**tokens, "length": pa.array(lengths, pa.int32())})
+    with_types = "token_type_ids" in tokenizer.model_input_names
+    if backend is not None:
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast: tokenizers >= 0.21, no offsets
+        encodings = encode(texts if pairs is None else list(zip(texts, pairs)))
+        ids = [encoding.ids for encoding in encodings]
+        types = [encoding.type_ids for encoding in encodings] if with_types else None
+    else:
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length,
+                            return_attention_mask=False)
+        ids, types = encoded["input_ids"], encoded.get("token_type_ids")
+    ids = pa.array(ids, pa.list_(pa.int32()))
+    lengths = pc.list_value_length(ids)
+    tokens = {"input_ids": ids,
+              "attention_mask": pa.ListArray.from_arrays(ids.offsets, pa.array(np.ones(len(ids.values), np.int8)))}
+    if types is not None:
+        tokens["token_type_ids"] = pa.array(types, pa.list_(pa.int8()))
+    return pa.table({**tokens, "length": lengths})
 
 
 def _tokenize_chunks(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int,
@@ -104,11 +141,12 @@ def _tokenize_chunks(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_le
     return encode_chunks(tokenizer, batch.column("text").to_pylist(), max_length, stride, max_chunks)
 
 
-def report_lengths(lengths: np.ndarray, split: str, max_length: int, texts: list[str],
+def report_lengths(lengths: np.ndarray, split: str, max_length: int, sample: Callable[[], list[str]],
                    tokenizer: PreTrainedTokenizerBase) -> None:
     """Log length percentiles and how many rows reach max_length; suggest a max_length when truncation is heavy.
 
-    `texts` is a small random sample of the split, tokenised without truncation to estimate the real lengths.
+    `sample()` gives a small random sample of the split's texts, tokenised without truncation to estimate the real
+    lengths; it is called only then (reading rows at random touches a page of the file per row).
     """
     if not len(lengths):
         return
@@ -116,7 +154,8 @@ def report_lengths(lengths: np.ndarray, split: str, max_length: int, texts: list
     truncated = float(np.mean(lengths >= max_length))
     log.info("%s: tokens per row p50 %d, p90 %d, p99 %d, max %d; %.1f%% of rows cut at data.max_length=%d",
              split, p50, p90, p99, lengths.max(), 100 * truncated, max_length)
-    if truncated > 0.02 and texts:
+    texts = sample() if truncated > 0.02 else []
+    if texts:
         full = np.array([len(ids) for ids in tokenizer(list(texts))["input_ids"]])
         suggestion = min(int(np.ceil(np.percentile(full, 99) / 32) * 32), tokenizer.model_max_length, 4096)
         log.warning("%s: %.1f%% of rows are truncated; 99%% of a sample fit in %d tokens: consider "
