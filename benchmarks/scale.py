@@ -65,7 +65,8 @@ import json, resource
 def peak():
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))
     return {"peak_mib": int(status["VmHWM"].split()[0]) / 1024,
-            "workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            "workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "anon_mib": int(status["RssAnon"].split()[0]) / 1024, "file_pages_mib": int(status["RssFile"].split()[0]) / 1024}
 """
 
 HEADFIT = PEAK + """
@@ -84,7 +85,9 @@ if sys.argv[3] == "train":
     began = time.perf_counter()
     for n, batch in zip(range(TRAIN_BATCHES), loader):
         pass
-    result.update(train_s=time.perf_counter() - began, train_peak_mib=peak()["peak_mib"])
+    after = peak()
+    result.update(train_s=time.perf_counter() - began, train_peak_mib=after["peak_mib"], train_anon_mib=after["anon_mib"],
+                  train_file_pages_mib=after["file_pages_mib"])
 print("RESULT", json.dumps(result))
 """.replace("MAX_LENGTH", str(MAX_LENGTH)).replace("TRAIN_BATCHES", str(TRAIN_BATCHES))
 
@@ -285,6 +288,14 @@ def data_report(sizes: dict[int, dict], run_header: str) -> str:
                      f"{warm['train_peak_mib']:.0f} MiB ({warm['train_s']:.1f} s) | {one['setup_s']:.1f} s | "
                      f"{one['peak_mib']:.0f} MiB | {two['setup_s']:.1f} s | {two['peak_mib']:.0f} MiB "
                      f"({two['workers_mib']:.0f}) | {m['cache_mib']:.0f} MiB |")
+    lines += ["", "What the headfit processes hold when they end (resident now, not peak: anonymous memory, and pages of "
+              "memory-mapped files, the Arrow cache and the libraries, which the kernel reclaims under pressure):", "",
+              "| rows | cold set-up: anonymous / file pages | warm set-up | + 300 training batches |", "|---|---|---|---|"]
+    for rows, m in sizes.items():
+        cold, warm = m["cold"], m["warm"]
+        lines.append(f"| {rows:,} | {cold['anon_mib']:.0f} / {cold['file_pages_mib']:.0f} MiB | {warm['anon_mib']:.0f} / "
+                     f"{warm['file_pages_mib']:.0f} MiB | {warm['train_anon_mib']:.0f} / "
+                     f"{warm['train_file_pages_mib']:.0f} MiB |")
     first = next(iter(sizes.values()))
     lines += ["", f"Set-up times exclude the imports (headfit's data module about {first['cold']['import_s']:.0f} s, "
               f"datasets and the tokenizer about {first['datasets_1']['import_s']:.0f} s here).", "", "Targets:", ""]
