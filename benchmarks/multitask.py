@@ -8,7 +8,7 @@ and the same budget for every run, each in a fresh `python train.py` process wit
 its own (cold) token cache:
 
     three-head   experiment=goemotions_hierarchy: one encoder, a sigmoid head per level, decision.hierarchy as
-                 --hierarchy says (consistent: bottom-up, the default; top_down)
+                 --hierarchy says (top_down, the experiment's own, the default; consistent: bottom-up)
     emotion      experiment=goemotions_minilm: the 28 emotions
     ekman        experiment=goemotions_minilm on TSVs this script writes, whose label column is the Ekman level
     sentiment    the same for the sentiment level
@@ -395,7 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-rows", type=int, default=None,
                         help="data.max_train_rows: the same seeded subset in every run (default: all 43,410)")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the runs, torch threads here")
-    parser.add_argument("--hierarchy", choices=DECODINGS[:2], default="consistent",
+    parser.add_argument("--hierarchy", choices=DECODINGS[:2], default="top_down",
                         help="decision.hierarchy of the three-head run (its decisions in metrics.json, and the "
                              "thresholds it tunes)")
     parser.add_argument("--reuse", action="store_true",
