@@ -130,7 +130,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.seed, self.cache_dir, self.report_dir = seed, cache_dir, report_dir
         self.long_text, self.chunk_stride, self.max_chunks = long_text, chunk_stride, max_chunks
         self.max_chunks_per_batch = max_chunks_per_batch
-        self.num_proc = num_proc  # processes that tokenise and check a split (tokenize.processes)
+        self.num_proc = num_proc  # processes that read and tokenise a split (tokenize.processes)
         self._told_oversized: set[str] = set()  # splits whose documents above max_chunks_per_batch were logged
         # The one task the top-level keys set; `tasks` (several, named: tasks.py) replaces it in setup().
         self.single_task = TaskData(None, label_column=label_column, label_columns=label_columns,

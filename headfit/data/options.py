@@ -49,7 +49,7 @@ def check(*, max_length: Any, batch_size: Any, eval_batch_size: Any, max_train_r
     count(eval_batch_size, "data.eval_batch_size", optional=True)
     count(max_train_rows, "data.max_train_rows", optional=True)
     count(num_workers, "data.num_workers", minimum=0, optional=True)
-    count(num_proc, "data.num_proc", optional=True, what=" (processes that tokenise and check the data)")
+    count(num_proc, "data.num_proc", optional=True, what=" (processes that read and tokenise the data)")
     count(seed, "seed", minimum=0)
     count(max_record_lines, "data.max_record_lines")
     # Without a validation file a share of train is held out; with one, val_fraction is unused (0 is fine).
