@@ -297,3 +297,13 @@ def test_the_config_keys_reach_the_data_module(tmp_path, tiny_encoder):
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == int(batch["chunk_counts"].sum()) <= 8
     assert config(tmp_path, tiny_encoder).data.long_text == "truncate"
+
+
+def test_unbounded_chunked_batches_are_told_with_the_bound_to_set(tmp_path, tiny_encoder, caplog):
+    # batch_size 4: the four longest documents hold many windows together, and nothing bounds a batch in windows
+    caplog.set_level("WARNING", logger="headfit.data.datamodule")
+    make(tmp_path / "unbounded", tiny_encoder, documents(tmp_path))
+    assert "set data.max_chunks_per_batch (e.g. 13)" in caplog.text
+    caplog.clear()
+    make(tmp_path / "bounded", tiny_encoder, documents(tmp_path), max_chunks_per_batch=13)
+    assert "max_chunks_per_batch" not in caplog.text

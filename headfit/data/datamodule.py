@@ -59,6 +59,9 @@ from headfit.labels import LabelSpace, is_missing
 
 log = logging.getLogger(__name__)
 
+# long_text=chunk without data.max_chunks_per_batch: a warning when a training batch can hold more windows a document
+UNBOUNDED_WINDOWS = 2
+
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -344,8 +347,11 @@ class TextClassificationDataModule(pl.LightningDataModule):
         rng = random.Random(self.seed)
         for split, data in self.datasets.items():
             if self.long_text == "chunk":
-                report_chunks(*(numpy_column(data, name) for name in ("length", "chunks", "chunks_dropped")),
-                              split, self.max_length, self.chunk_stride, self.max_chunks)
+                chunks = numpy_column(data, "chunks")
+                report_chunks(numpy_column(data, "length"), chunks, numpy_column(data, "chunks_dropped"), split,
+                              self.max_length, self.chunk_stride, self.max_chunks)
+                if split == "train" and self.max_chunks_per_batch is None:
+                    self._tell_unbounded(chunks)
                 continue
             sample = rng.sample(range(len(data)), min(len(data), 1000))
             report_lengths(numpy_column(data, "length"), split, self.max_length,
@@ -449,6 +455,17 @@ class TextClassificationDataModule(pl.LightningDataModule):
             num_workers=workers, persistent_workers=workers > 0,
             pin_memory=self.pin_memory if self.pin_memory is not None else accelerated,
             generator=torch.Generator().manual_seed(self.seed))
+
+    def _tell_unbounded(self, chunks: np.ndarray) -> None:
+        """Warn when, without data.max_chunks_per_batch, a training batch can hold many windows a document: one
+        step's activations then grow with them (benchmarks.md, long documents: 352 windows a batch trained at 0.54x
+        the tokens/s of short texts in 13 GiB; bounded at 32 windows, 1.04x in 2.2 GiB)."""
+        largest = int(np.sort(chunks)[-self.batch_size:].sum())
+        if largest > UNBOUNDED_WINDOWS * self.batch_size:
+            bound = max(int(chunks.max()), UNBOUNDED_WINDOWS * self.batch_size)
+            log.warning("train: a batch of data.batch_size=%d documents can hold up to %d windows of data.max_length="
+                        "%d tokens: memory grows with them and training slows down; set data.max_chunks_per_batch "
+                        "(e.g. %d) to bound every batch in windows", self.batch_size, largest, self.max_length, bound)
 
     def _tell_oversized(self, split: str, sampler: ChunkBoundedSampler) -> None:
         if sampler.oversized and split not in self._told_oversized and rank_zero_only.rank == 0:
