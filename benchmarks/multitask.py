@@ -128,7 +128,8 @@ def runs(args: argparse.Namespace, goemotions: Path, hierarchy: dict) -> list[di
               *([f"data.max_train_rows={args.max_train_rows}"] if args.max_train_rows else []),
               "trainer.enable_progress_bar=false"]
     planned = [{"name": "three-head", "levels": LEVELS, "overrides": [
-                    "experiment=goemotions_hierarchy", *budget, f"decision.hierarchy={args.hierarchy}"]},
+                    "experiment=goemotions_hierarchy", *budget, f"decision.hierarchy={args.hierarchy}",
+                    *args.three_head]},
                {"name": "emotion", "levels": ("emotion",), "overrides": ["experiment=goemotions_minilm", *budget]}]
     for level in hierarchy:
         files = write_level_files(goemotions, hierarchy, level, args.runs_dir / "data")
@@ -337,7 +338,8 @@ def section(args: argparse.Namespace, done: dict[str, dict[str, Any]], info: dic
         f"- Budget, the same for every run: the bundled MiniLM-L6, {budget}; each run a fresh `python train.py` "
         "process with its own run directory and a cold token cache. Three-head: `experiment=goemotions_hierarchy` "
         "(emotion read from the files; ekman and sentiment derived from it through the authors' mappings; checkpoint "
-        "by `val/mean_macro_f1`). Single-level: `experiment=goemotions_minilm` on the 28 emotions, and on TSVs of "
+        f"by `val/mean_macro_f1`{''.join(f'; `{o}`' for o in args.three_head)}). Single-level: "
+        "`experiment=goemotions_minilm` on the 28 emotions, and on TSVs of "
         "each coarse level this script writes (a row's coarse labels: the union of its emotions' groups; neutral "
         "stays neutral); checkpoint by `val/macro_f1`.",
         f"- Macro-F1: GoEmotions test set ({rows:,} rows), percent, thresholds tuned per label on dev, from each "
@@ -375,7 +377,8 @@ def minutes(seconds: float | None) -> float | None:
 def command(args: argparse.Namespace) -> str:
     defaults = parse_args([])
     flags = [f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items()
-             if key not in ("data_dir", "runs_dir", "reuse") and value != getattr(defaults, key)]
+             if key not in ("data_dir", "runs_dir", "reuse", "three_head") and value != getattr(defaults, key)]
+    flags += [f"--three-head {override}" for override in args.three_head]
     return " ".join(["python benchmarks/multitask.py", *flags])
 
 
@@ -398,6 +401,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hierarchy", choices=DECODINGS[:2], default="top_down",
                         help="decision.hierarchy of the three-head run (its decisions in metrics.json, and the "
                              "thresholds it tunes)")
+    parser.add_argument("--three-head", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override for the three-head run alone (repeatable), e.g. tasks.ekman.weight=2; "
+                             "the budget stays the same for every run")
     parser.add_argument("--reuse", action="store_true",
                         help="skip a run whose directory holds metrics.json from the same overrides")
     return parser.parse_args(argv)
