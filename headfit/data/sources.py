@@ -1,6 +1,7 @@
 """Every data source as one memory-mapped Arrow table in headfit's uniform raw layout.
 
-Sources: CSV/TSV/JSONL files (streamed through headfit's readers, so rows keep their line numbers), Parquet
+Sources: CSV/TSV/JSONL files (streamed through headfit's readers, so rows keep their line numbers, into Arrow
+record batches: `_read_file`), Parquet
 files, folders written by `datasets.Dataset.save_to_disk`, and Hugging Face hub datasets (`data.hub_dataset`,
 online). The result has the columns `line`, `text`, `text_pair`, `label` (the raw label value as JSON; with
 several tasks, {task: raw value}) and `problem` (why a row cannot be used whatever its label: a line that
