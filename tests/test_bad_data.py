@@ -250,6 +250,16 @@ def test_bytes_that_are_not_utf8_name_line_and_offset_and_data_encoding_reads_th
     assert "café film" in dm.datasets["train"]["text"]
 
 
+def test_a_read_stopped_by_bad_bytes_leaves_nothing_in_the_cache(tmp_path, tiny_encoder):
+    rows = [{"text": f"{WORDS[i % 8]} film {i}", "label": ["pos", "neg"][i % 2]} for i in range(1500)]
+    rows[1400]["text"] = "café film"  # past what is read up front (the header's buffer): found while writing Arrow
+    path = write_rows(tmp_path / "train.csv", rows)
+    path.write_bytes(path.read_text(encoding="utf-8").encode("cp1252"))
+    with pytest.raises(HeadfitDataError, match="not utf-8 text"):
+        make(tmp_path, tiny_encoder, path, path)
+    assert list((tmp_path / "cache" / "raw").iterdir()) == []
+
+
 def test_the_demo_data_module_still_reads(tmp_path, tiny_encoder):
     from headfit.data import demo_datamodule
     dm = demo_datamodule(tmp_path / "demo", tokenizer=tiny_encoder, max_length=32, batch_size=8,

@@ -167,10 +167,13 @@ def _write_share(reader: Callable, path: str, share: files.Share, target: Path, 
     (or a second process writing the same file, as DDP ranks do) never leaves a partial file under `target`."""
     rows = reader(path, share=share, **kwargs)
     temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_stream(sink, RAW_SCHEMA) as writer:
-        while batch := list(itertools.islice(rows, BATCH_ROWS)):
-            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=RAW_SCHEMA))
-    os.replace(temporary, target)
+    try:
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_stream(sink, RAW_SCHEMA) as writer:
+            while batch := list(itertools.islice(rows, BATCH_ROWS)):
+                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=RAW_SCHEMA))
+        os.replace(temporary, target)
+    finally:  # the reader raised (bytes not in the encoding): nothing half-written stays behind
+        temporary.unlink(missing_ok=True)
 
 
 def _named(columns: Columns, every_task: bool = False) -> dict[str, Any]:
