@@ -60,8 +60,8 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     tokenizer, which would otherwise change the key of every cache entry made after that."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        definition = json.loads(backend.to_str())
-        definition.pop("truncation", None), definition.pop("padding", None)
+        definition = {key: value for key, value in json.loads(backend.to_str()).items()
+                      if key not in ("truncation", "padding")}
         definition = json.dumps(definition, sort_keys=True)
     else:
         definition = repr(sorted(tokenizer.get_vocab().items()))
