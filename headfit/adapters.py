@@ -35,15 +35,18 @@ ADAPTERS = ("lora",)  # encoder.adapter: null (full fine-tuning) or one of these
 # batch 32 x 64 tokens that is ~190 MiB more saved activations than full fine-tuning keeps, and 30% slower steps:
 # more than LoRA saves in gradients and optimizer state (docs/benchmarks.md, "LoRA against full fine-tuning").
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
-# The linear layers LoRA adapts by default, by the encoder's config.model_type: every linear layer of the
-# transformer blocks (attention and feed-forward), not the pooler, which trains fully when a head uses it. Names
-# are matched as peft does, as the end of a module's dotted name ("output.dense" is also "attention.output.dense").
+# The linear layers LoRA adapts by default, by the encoder's config.model_type: the attention's query and value
+# projections, as in the LoRA paper and peft's own defaults for these architectures (ModernBERT's are one fused
+# `Wqkv`); not the pooler, which trains fully when a head uses it. Adapting every linear layer of the blocks as well
+# (key, attention output, feed-forward) saves each one's input for the backward pass: on MiniLM that took LoRA's
+# peak training RSS above full fine-tuning's, for no accuracy (docs/benchmarks.md, "LoRA against full
+# fine-tuning"); `encoder.lora.target_modules` names them when wanted. Names are matched as peft does, as the end
+# of a module's dotted name ("output.dense" is also "attention.output.dense").
 TARGET_MODULES = {
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "camembert"),
-                    ["query", "key", "value", "output.dense", "intermediate.dense"]),
-    "deberta-v2": ["query_proj", "key_proj", "value_proj", "output.dense", "intermediate.dense"],
-    "modernbert": ["Wqkv", "Wo", "Wi"],
-    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "camembert"), ["query", "value"]),
+    "deberta-v2": ["query_proj", "value_proj"],
+    "modernbert": ["Wqkv"],
+    "distilbert": ["q_lin", "v_lin"],
 }
 _INSTALL = 'pip install "headfit[adapters]" (or: pip install peft)'
 
