@@ -8,7 +8,7 @@ linear schedule, batch 32, through a plain pytorch_lightning.Trainer. The encode
 (12 layers, hidden 768, 12 heads, intermediate 3072, vocabulary 30,522), or with --size large BERT-large's (24
 layers, hidden 1024, 16 heads, intermediate 4096: 335 M parameters), with random weights built from its config,
 so nothing is downloaded. Every row has exactly --seq-len tokens (no padding), 4 labels. LoRA: headfit's defaults
-(`adapter="lora"`: r=8, alpha=16, no dropout, every linear layer of the blocks), --lora-r to change r.
+(`adapter="lora"`: r=8, alpha=16, no dropout, every linear layer of the blocks but the feed-forward output), --lora-r to change r.
 
     python benchmarks/gpu.py                        # writes the "GPU training throughput" section of docs/benchmarks.md
     python benchmarks/gpu.py --lora                 # full vs LoRA on BERT-large: writes its own section

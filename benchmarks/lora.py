@@ -8,10 +8,14 @@ process (its own run directory; the token cache warmed beforehand by a process o
 own, the training's:
 
     full                  optim.lr=5e-5 (headfit's default)
-    lora                  encoder.adapter=lora (its defaults: r=8, alpha=16, no dropout, query and value),
-                          optim.lr=--lora-lr (1e-3): the targets are read on these two
-    lora (every linear layer)   encoder.lora.target_modules=[query,key,value,output.dense,intermediate.dense]:
-                          headfit's default before, every linear layer of the blocks
+    lora                  encoder.adapter=lora (its defaults: r=8, alpha=16, no dropout, every linear layer of the
+                          blocks but the feed-forward output), optim.lr=--lora-lr (1e-3): the targets are read on
+                          these two
+    lora (query and value)          encoder.lora.target_modules=[query,value]: peft's default for BERT
+    lora (query value intermediate) [query,value,intermediate.dense]: and the feed-forward input
+    lora (attention)                [query,key,value,attention.output.dense]: the attention's layers
+    lora (every linear layer)       [query,key,value,output.dense,intermediate.dense]: headfit's default before
+                          (output.dense: the attention output and the feed-forward output, whose input is 4x wider)
     full (gradient checkpointing)   and
     lora (gradient checkpointing)   encoder.gradient_checkpointing=true: activations recomputed in the backward
                           pass, so what is left is the weights, their gradients and the optimizer state
@@ -31,7 +35,7 @@ metrics.json: SST-2 dev's 872 rows), trainable parameters and the AdamW state's 
 and step tensors in best.ckpt's optimizer state), best.ckpt's size on disk, peak RSS of the training process
 (ru_maxrss from wait4), and training samples/s (the median of train.log's progress lines, validation left out).
 
-    python benchmarks/lora.py                                   # 10 runs: ~28 minutes on 2 CPU cores
+    python benchmarks/lora.py                                   # 13 runs: ~35 minutes on 2 CPU cores
     python benchmarks/lora.py --only "full,lora" && python benchmarks/lora.py --reuse   # in parts
     python benchmarks/lora.py --train-rows 400 --epochs 1 --docs /tmp/bench.md --runs-dir /tmp/lora-runs  # a check
 
@@ -65,9 +69,13 @@ PROGRESS = re.compile(r"step (\d+)/\d+.*\| ([\d.]+) samples/s")
 
 # The runs by name, in order: their overrides (the learning rate last: the table's column) and the environment
 # they add (glibc's malloc settings for the allocator rows).
-DEFAULT_RUNS = ("full", "lora", "lora (every linear layer)", "full (gradient checkpointing)", "lora (gradient checkpointing)", "lora (dropout 0.1)",
+DEFAULT_RUNS = ("full", "lora", "lora (query and value)", "lora (query value intermediate)", "lora (attention)",
+                "lora (every linear layer)", "full (gradient checkpointing)", "lora (gradient checkpointing)", "lora (dropout 0.1)",
                 "full (no tcache)", "lora (no tcache)", "full (no heap reuse)", "lora (no heap reuse)")
-EVERY_LINEAR = "query,key,value,output.dense,intermediate.dense"  # MiniLM's (BERT's), in each block
+# Other LoRA target modules than the default, by run name (MiniLM's, i.e. BERT's, names in each block).
+TARGETS = {"query and value": "query,value", "query value intermediate": "query,value,intermediate.dense",
+           "attention": "query,key,value,attention.output.dense",
+           "every linear layer": "query,key,value,output.dense,intermediate.dense"}
 NO_TCACHE = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
 NO_HEAP_REUSE = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
@@ -80,8 +88,8 @@ def runs(args: argparse.Namespace) -> dict[str, tuple[list[str], dict[str, str]]
     full_lr, lora_lr = f"optim.lr={args.full_lr:g}", f"optim.lr={args.lora_lr:g}"
     return {"full": ([*common, full_lr], {}),
             "lora": ([*common, *lora, lora_lr], {}),
-            "lora (every linear layer)": ([*common, *lora, f"encoder.lora.target_modules=[{EVERY_LINEAR}]", lora_lr],
-                                          {}),
+            **{f"lora ({name})": ([*common, *lora, f"encoder.lora.target_modules=[{targets}]", lora_lr], {})
+               for name, targets in TARGETS.items()},
             "full (gradient checkpointing)": ([*common, *checkpointing, full_lr], {}),
             "lora (gradient checkpointing)": ([*common, *lora, *checkpointing, lora_lr], {}),
             "lora (dropout 0.1)": ([*common, *lora, "encoder.lora.dropout=0.1", lora_lr], {}),
@@ -189,9 +197,13 @@ def section(args: argparse.Namespace, done: dict[str, dict], info: dict[str, str
         "RSS: the training process's ru_maxrss; samples/s: the median of train.log's progress lines; load: the "
         "1-minute load average when the run started.",
         "",
-        "Rows: `full` and `lora` (LoRA's defaults: r=8, alpha=16, no dropout, the attention's query and value) "
-        "are the comparison the targets are read on. `lora (every linear layer)`: headfit's default before, which "
-        "adapts key, attention output and feed-forward as well, each keeping its input for the backward pass. The `gradient checkpointing` pair recomputes the activations, "
+        "Rows: `full` and `lora` (LoRA's defaults: r=8, alpha=16, no dropout, every linear layer of the blocks but "
+        "the feed-forward output: `encoder.lora.target_modules=[query,key,value,attention.output.dense,"
+        "intermediate.dense]`) are the comparison the targets are read on. The rows `lora (...)` with other target "
+        "modules: `query and value` (peft's default for BERT), `query value intermediate` (and the feed-forward "
+        "input), `attention` (query, key, value, attention output), `every linear layer` (headfit's default "
+        "before: the feed-forward output too, whose input, kept for the backward pass once the layer is adapted, "
+        "is four times as wide as the others'). The `gradient checkpointing` pair recomputes the activations, "
         "so that its peak RSS is mostly the weights, their gradients and the optimizer state. `lora (dropout 0.1)`: "
         "headfit's earlier default, whose dropout keeps a dropped copy of each adapted layer's input for the "
         "backward pass. The allocator rows run the same training under other settings of glibc's malloc, through "

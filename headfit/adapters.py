@@ -35,18 +35,19 @@ ADAPTERS = ("lora",)  # encoder.adapter: null (full fine-tuning) or one of these
 # batch 32 x 64 tokens that is ~190 MiB more saved activations than full fine-tuning keeps, and 30% slower steps:
 # more than LoRA saves in gradients and optimizer state (docs/benchmarks.md, "LoRA against full fine-tuning").
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
-# The linear layers LoRA adapts by default, by the encoder's config.model_type: the attention's query and value
-# projections, as in the LoRA paper and peft's own defaults for these architectures (ModernBERT's are one fused
-# `Wqkv`); not the pooler, which trains fully when a head uses it. Adapting every linear layer of the blocks as well
-# (key, attention output, feed-forward) saves each one's input for the backward pass: on MiniLM that took LoRA's
-# peak training RSS above full fine-tuning's, for no accuracy (docs/benchmarks.md, "LoRA against full
-# fine-tuning"); `encoder.lora.target_modules` names them when wanted. Names are matched as peft does, as the end
-# of a module's dotted name ("output.dense" is also "attention.output.dense").
+# The linear layers LoRA adapts by default, by the encoder's config.model_type: every linear layer of the transformer
+# blocks but the feed-forward output (and not the pooler, which trains fully when a head uses it). An adapted layer
+# keeps its input for the backward pass (its lora_A trains), a frozen one does not; the feed-forward output's input
+# is four times as wide as any other's, so adapting it cost more memory than LoRA saves in gradients and optimizer
+# state on MiniLM, while leaving the feed-forward out of LoRA altogether (peft's default for BERT: query and value
+# alone) cost 2 points of accuracy (docs/benchmarks.md, "LoRA against full fine-tuning"). Names are matched as
+# peft does, as the end of a module's dotted name (`attention.output.dense`, not the feed-forward `output.dense`).
 TARGET_MODULES = {
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "camembert"), ["query", "value"]),
-    "deberta-v2": ["query_proj", "value_proj"],
-    "modernbert": ["Wqkv"],
-    "distilbert": ["q_lin", "v_lin"],
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "camembert"),
+                    ["query", "key", "value", "attention.output.dense", "intermediate.dense"]),
+    "deberta-v2": ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense"],
+    "modernbert": ["Wqkv", "attn.Wo", "Wi"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1"],
 }
 _INSTALL = 'pip install "headfit[adapters]" (or: pip install peft)'
 
