@@ -1,7 +1,11 @@
-"""Losses the Task can choose beyond torch's own: focal loss (softmax and sigmoid), and BCE on one logit.
+"""Losses the Task can choose beyond torch's own: BCE on one logit, BCE over a row's labels, and focal loss.
 
-Each equals its plain counterpart at gamma = 0 (CrossEntropy with the same `weight`, BCEWithLogits with
-the same `pos_weight`), and keeps its class weights as buffers so they move with the model.
+Every loss here is a mean over rows of each row's negative log-likelihood, as CrossEntropy is: a multilabel
+row's loss is the sum of its labels' BCE terms (-log p of its whole label set), not their mean. The mean over
+labels (BCEWithLogitsLoss's default) divides a task's loss by its number of labels, so that with several tasks
+on one encoder a 28-label task pulled it 7 times less than a 4-label one (docs/benchmarks.md, multi-task); with
+one task and AdamW the scale changes nothing. Focal losses equal their plain counterparts at gamma = 0, and
+every loss keeps its class weights as buffers so they move with the model.
 """
 
 from __future__ import annotations
@@ -16,6 +20,14 @@ class SingleLogitBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         return super().forward(logits[:, 0], targets)
+
+
+class MultilabelBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
+    """BCE for a multilabel head: (B, C) logits and multi-hot targets, summed over the C labels, averaged over rows."""
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.pos_weight,
+                                                  reduction="sum") / max(len(logits), 1)
 
 
 class SoftmaxFocalLoss(nn.Module):
@@ -36,7 +48,8 @@ class SoftmaxFocalLoss(nn.Module):
 
 
 class SigmoidFocalLoss(nn.Module):
-    """Focal loss per label (Lin et al. 2017): BCE(pos_weight) x (1 - p_t)^gamma, optionally x alpha_t.
+    """Focal loss per label (Lin et al. 2017): BCE(pos_weight) x (1 - p_t)^gamma, optionally x alpha_t, summed
+    over a row's labels and averaged over rows (as MultilabelBCEWithLogitsLoss).
 
     Takes logits and float targets of the same shape; for a one-logit binary head wrap the squeeze as
     `SingleLogitBCEWithLogitsLoss` does (`single_logit=True`).
@@ -57,4 +70,4 @@ class SigmoidFocalLoss(nn.Module):
         loss = loss * (1 - p_t) ** self.gamma
         if self.alpha is not None:
             loss = loss * (self.alpha * targets + (1 - self.alpha) * (1 - targets))
-        return loss.mean()
+        return loss.mean() if self.single_logit else loss.sum() / max(len(loss), 1)

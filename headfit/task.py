@@ -2,12 +2,12 @@
 
 A `Task` is (kind, label names, the head's activation). From those three it decides, together:
 
-| kind       | activation | logits   | target (what the loss gets) | loss                    | decision            |
-|------------|------------|----------|-----------------------------|-------------------------|---------------------|
-| binary     | softmax    | (B, 2)   | int64 (B,)                  | CrossEntropy(weight)    | argmax              |
-| binary     | sigmoid    | (B, 1)   | float (B,)                  | BCEWithLogits(pos_weight)| p(positive) >= 0.5 |
-| multiclass | softmax    | (B, C)   | int64 (B,)                  | CrossEntropy(weight)    | argmax              |
-| multilabel | sigmoid    | (B, C)   | float multi-hot (B, C)      | BCEWithLogits(pos_weight)| p >= 0.5 per label |
+| kind       | activation | logits | target (what the loss gets) | loss (a mean over rows)                 | decision           |
+|------------|------------|--------|-----------------------------|-----------------------------------------|--------------------|
+| binary     | softmax    | (B, 2) | int64 (B,)                  | CrossEntropy(weight)                    | argmax             |
+| binary     | sigmoid    | (B, 1) | float (B,)                  | BCEWithLogits(pos_weight)               | p(positive) >= 0.5 |
+| multiclass | softmax    | (B, C) | int64 (B,)                  | CrossEntropy(weight)                    | argmax             |
+| multilabel | sigmoid    | (B, C) | float multi-hot (B, C)      | BCEWithLogits(pos_weight), sum over C   | p >= 0.5 per label |
 
 Heads, data, metrics and prediction ask the Task; none re-derives a shape on its own. Raw label values
 from files (names, "4,27", JSON lists, ...) are turned into label ids by `headfit.labels`; this module
@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from headfit.errors import HeadfitConfigError, HeadfitDataError
-from headfit.losses import SigmoidFocalLoss, SingleLogitBCEWithLogitsLoss, SoftmaxFocalLoss
+from headfit.losses import (MultilabelBCEWithLogitsLoss, SigmoidFocalLoss, SingleLogitBCEWithLogitsLoss,
+                            SoftmaxFocalLoss)
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -251,7 +252,7 @@ class Task:
             return SigmoidFocalLoss(focal_gamma, focal_alpha, pos_weight, single_logit=self.kind == "binary")
         if self.kind == "binary":
             return SingleLogitBCEWithLogitsLoss(pos_weight=pos_weight)
-        return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        return MultilabelBCEWithLogitsLoss(pos_weight=pos_weight)
 
     def balanced_class_weights(self, label_counts: Sequence[int], num_rows: int) -> list[float]:
         """Weights from training label counts.

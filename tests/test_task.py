@@ -50,6 +50,21 @@ def test_binary_two_logits_accepts_index_and_column_labels():
     assert task.loss()(logits, as_column).item() == pytest.approx(nn.functional.cross_entropy(logits, as_vector).item())
 
 
+def test_a_multilabel_loss_is_each_rows_label_set_nll_so_tasks_with_more_labels_weigh_the_same():
+    """A row's multilabel loss is -log p(its label set): the sum of its labels' BCE terms, averaged over rows (as
+    CrossEntropy is -log p(its label)). Averaged over labels instead, a 28-label task would weigh 7x less than a
+    4-label one beside it on a shared encoder."""
+    logits, targets = torch.randn(5, 4), torch.randint(0, 2, (5, 4)).float()
+    pos_weight = [1.0, 2.0, 3.0, 0.5]
+    task = Task("multilabel", ("a", "b", "c", "d"), "sigmoid")
+    per_label = nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(pos_weight),
+                                                               reduction="none")
+    assert task.loss(pos_weight)(logits, targets).item() == pytest.approx(per_label.sum(1).mean().item())
+    # eight labels, the first four repeated: twice the loss, not the same
+    wide = Task("multilabel", tuple("abcdefgh"), "sigmoid").loss()
+    assert wide(logits.repeat(1, 2), targets.repeat(1, 2)).item() == pytest.approx(2 * task.loss()(logits, targets).item())
+
+
 def test_binary_one_logit_takes_float_targets_and_matches_bce():
     """The classic: one logit (B, 1) with int labels (B,) -- the task makes float (B,) and squeezes the logit."""
     task = Task("binary", BINARY, "sigmoid")
@@ -125,7 +140,8 @@ def test_multilabel_pos_weight_is_per_label_and_changes_the_loss():
     weighted = task.loss([1.0, 4.0, 2.0])
     assert weighted.pos_weight.tolist() == [1.0, 4.0, 2.0]
     logits, targets = torch.zeros(2, 3), torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
-    expected = nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor([1.0, 4.0, 2.0]))
+    expected = nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor([1.0, 4.0, 2.0]),
+                                                              reduction="sum") / 2  # each row's labels summed
     assert weighted(logits, targets).item() == pytest.approx(expected.item())
     assert weighted(logits, targets) > task.loss()(logits, targets)
 
