@@ -1,11 +1,13 @@
 """Long documents, data side (issue #13): windows with a stride, the cap, batches of whole documents, batches bounded
 in windows under DDP and resume."""
 
+import logging
 import types
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from transformers import AutoTokenizer
 
 from headfit import HeadfitConfigError, TextClassificationDataModule
 from headfit.data import options
@@ -307,3 +309,22 @@ def test_unbounded_chunked_batches_are_told_with_the_bound_to_set(tmp_path, tiny
     caplog.clear()
     make(tmp_path / "bounded", tiny_encoder, documents(tmp_path), max_chunks_per_batch=13)
     assert "max_chunks_per_batch" not in caplog.text
+
+
+def test_long_rows_are_measured_without_the_tokenizers_own_too_long_warning(tmp_path, tiny_encoder, caplog):
+    """With truncation heavy, the set-up tokenises a sample of whole rows to suggest a max_length; rows longer than
+    the model takes are what it measures, so transformers' "Token indices sequence length is longer than..." is
+    noise there."""
+    short_model = tmp_path / "short-model"
+    AutoTokenizer.from_pretrained(tiny_encoder, model_max_length=64).save_pretrained(short_model)
+    said = []  # transformers' own records (its loggers do not propagate to the root, where caplog listens)
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = said.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        with caplog.at_level(logging.WARNING):
+            make(tmp_path, str(short_model), documents(tmp_path), long_text="truncate")
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert "rows are truncated" in caplog.text  # headfit's own advice, with a max_length to try
+    assert not [record for record in said if "Token indices sequence length" in record.getMessage()]

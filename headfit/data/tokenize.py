@@ -156,7 +156,8 @@ def report_lengths(lengths: np.ndarray, split: str, max_length: int, sample: Cal
              split, p50, p90, p99, lengths.max(), 100 * truncated, max_length)
     texts = sample() if truncated > 0.02 else []
     if texts:
-        full = np.array([len(ids) for ids in tokenizer(list(texts))["input_ids"]])
+        # verbose=False: transformers would print that these rows are too long for the model, which is the point
+        full = np.array([len(ids) for ids in tokenizer(list(texts), verbose=False)["input_ids"]])
         suggestion = min(int(np.ceil(np.percentile(full, 99) / 32) * 32), tokenizer.model_max_length, 4096)
         log.warning("%s: %.1f%% of rows are truncated; 99%% of a sample fit in %d tokens: consider "
                     "data.max_length=%d (batches are padded to their longest row, so short rows cost nothing), or "
