@@ -1,13 +1,17 @@
 """Data loading: sources and layouts, bad rows, splits, length-grouped batches, the token cache."""
 
 import json
+import sys
 
+import pyarrow.compute as pc
 import pytest
 import pytorch_lightning as pl
 import torch
 from datasets import Dataset
 
 from headfit import ClassifierModule, HeadfitConfigError, HeadfitDataError, TextClassificationDataModule
+from headfit.data.datamodule import repeated_texts
+from headfit.data.memory import release_pages
 from headfit.data.sampler import LengthGroupedSampler
 from headfit.predict import in_input_order
 
@@ -148,6 +152,36 @@ def test_duplicates_across_train_and_test_are_counted(tmp_path, tiny_encoder, ca
     caplog.set_level("INFO")
     make(tmp_path, tiny_encoder, train, train, test)
     assert "test: 3 of 4 rows have a text that also occurs in train" in caplog.text
+
+
+def test_the_duplicate_count_is_the_same_read_in_pieces_and_from_splits_of_one_file(tmp_path):
+    """repeated_texts reads train a piece at a time and gives each piece's file pages back: the count must not
+    depend on the piece size, nor on the rows being a split (an index mapping) of one memory-mapped file."""
+    texts = [f"only row {i}" if i % 6 == 1 else f"text {i % 7}" if i % 3 else f" TEXT {i % 5} " for i in range(60)]
+    Dataset.from_dict({"text": texts}).save_to_disk(tmp_path / "all")
+    data = Dataset.load_from_disk(tmp_path / "all")
+    train, other = data.select(range(0, 60, 2)), data.select(range(1, 60, 2))  # both mappings onto the file
+    expected = sum(" ".join(t.split()).lower() in {" ".join(u.split()).lower() for u in train["text"]}
+                   for t in other["text"])
+    assert 0 < expected < len(other)
+    assert {repeated_texts(train, other, rows=rows) for rows in (1, 4, 100)} == {expected}
+    assert repeated_texts(data.select(range(30)), Dataset.from_dict({"text": ["text 1", "nothing"]})) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_PAGEOUT is Linux's")
+def test_released_pages_leave_the_resident_set_and_the_values_stay(tmp_path):
+    def file_pages() -> int:  # kB of memory-mapped files resident in this process
+        return int(next(line for line in open("/proc/self/status") if line.startswith("RssFile")).split()[1])
+
+    Dataset.from_dict({"text": [f"{i:08d}" * 100 for i in range(32_000)]}).save_to_disk(tmp_path / "big")  # 25 MB
+    column = Dataset.load_from_disk(tmp_path / "big").data.column("text")
+    before = file_pages()
+    lengths = pc.sum(pc.utf8_length(column)).as_py()  # reads every text: their pages become resident
+    read = file_pages() - before
+    assert read > 15_000  # kB
+    release_pages(column)
+    assert file_pages() - before < read / 2
+    assert column[12_345].as_py() == "00012345" * 100 and pc.sum(pc.utf8_length(column)).as_py() == lengths
 
 
 def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path, tiny_encoder):

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 
 from headfit.data.files import FIXES, text_problem  # noqa: F401 (also imported from here)
+from headfit.data.memory import release_freed
 from headfit.data.sources import Source, arrow_column, column, problem_rows, select
 from headfit.data.tasks import TaskData, derivation_order
 from headfit.data.tokenize import BATCH_ROWS
@@ -50,6 +51,7 @@ def check_rows(tokenized: Dataset, source: Source, labels: LabelSpace | Sequence
         fn_kwargs={"tasks": tasks, "split": split}, remove_columns=inputs,
         desc=f"checking {split} labels").with_format(None)
     checked = concatenate_datasets([tokenized.remove_columns(["problem"]), ids], axis=1)
+    release_freed()  # the checks' arrays, one batch after another
     bad = problem_rows(checked)
     if len(bad) and policy == "error":
         first = tokenized[int(bad[0])]  # checked again, to know which task's label is bad

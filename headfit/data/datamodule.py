@@ -47,6 +47,7 @@ from transformers import DataCollatorWithPadding
 from headfit.data import options
 from headfit.data.checks import check_rows, first_unreadable
 from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
+from headfit.data.memory import release_freed, release_pages
 from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, column, load_source, numpy_column,
                                   problem_rows, ragged_column, select)
 from headfit.data.split import random_subset, stratified_split
@@ -532,16 +533,18 @@ def label_counts(data: Dataset, ids_column: str, num_labels: int) -> list[int]:
     return counts.tolist()
 
 
-def repeated_texts(train: Dataset, other: Dataset, rows: int = 100_000) -> int:
+def repeated_texts(train: Dataset, other: Dataset, rows: int = 20_000) -> int:
     """How many of `other`'s rows have a text (stripped, lowercased) that a training row has too. Train is read
     `rows` rows at a time, so the memory this takes is that of `other`'s texts, not train's."""
     def normal(texts):
         return pc.utf8_lower(pc.utf8_trim_whitespace(texts)).combine_chunks()
 
-    texts, found = normal(arrow_column(other, "text")), np.zeros(len(other), dtype=bool)
+    texts, found = normal(arrow_column(other, "text", release=True)), np.zeros(len(other), dtype=bool)
     for start in range(0, len(train), rows):
         piece = normal(arrow_column(train, "text", slice(start, start + rows)))
         found |= pc.is_in(texts, value_set=piece).to_numpy(zero_copy_only=False)
+        release_pages(train.data.column("text"))  # the file's pages read so far: not held until the set-up ends
+        release_freed()
     return int(found.sum())
 
 

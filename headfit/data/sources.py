@@ -31,6 +31,7 @@ from datasets import Dataset, Features, Value, concatenate_datasets
 
 from headfit.data import files
 from headfit.data.files import TaskColumns
+from headfit.data.memory import release_pages
 from headfit.data.tokenize import BATCH_ROWS, processes
 from headfit.errors import HeadfitConfigError, HeadfitDataError
 
@@ -262,18 +263,20 @@ def column(data: Dataset, name: str) -> list:
     return data.select_columns([name]).to_dict()[name]
 
 
-def arrow_column(data: Dataset, name: str, rows: slice = slice(None)) -> pa.ChunkedArray:
+def arrow_column(data: Dataset, name: str, rows: slice = slice(None), release: bool = False) -> pa.ChunkedArray:
     """One column (or `rows` of it) as Arrow, from the memory-mapped table, an index mapping applied with one
-    Arrow `take` (datasets' own reads gather row by row: seconds per 100k rows): no Python object per row."""
+    Arrow `take` (datasets' own reads gather row by row: seconds per 100k rows): no Python object per row.
+    `release`: (with a mapping) the pages of each chunk read leave the process's resident set once its rows are
+    copied (a split drawn at random from a file lies on every page of it)."""
     column = data.data.column(name)
     mapping = data._indices  # what `select` left (None: no mapping); datasets has no public name for it
     if mapping is None:
         start, stop, _ = rows.indices(len(data))
         return column.slice(start, stop - start)
-    return _take(column, mapping.column(0)[rows].to_numpy())
+    return _take(column, mapping.column(0)[rows].to_numpy(), release)
 
 
-def _take(column: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
+def _take(column: pa.ChunkedArray, rows: np.ndarray, release: bool = False) -> pa.ChunkedArray:
     """column[rows], chunk by chunk: Arrow's own `take` on a chunked column first copies the whole column into
     one array (a file's worth of memory, for a few rows)."""
     rows = rows.astype(np.int64)
@@ -283,8 +286,13 @@ def _take(column: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
     rows, chunk_of = rows[order], chunk_of[order]
     cuts = np.flatnonzero(np.diff(chunk_of)) + 1
     starts = ends - [len(chunk) for chunk in column.chunks]
-    pieces = [column.chunk(int(part[0])).take(pa.array(taken - starts[part[0]]))
-              for taken, part in zip(np.split(rows, cuts), np.split(chunk_of, cuts)) if len(taken)]
+    pieces = []
+    for taken, part in zip(np.split(rows, cuts), np.split(chunk_of, cuts)):
+        if len(taken):
+            chunk = column.chunk(int(part[0]))
+            pieces.append(chunk.take(pa.array(taken - starts[part[0]])))
+            if release:
+                release_pages(pa.chunked_array([chunk]))
     taken = pa.chunked_array(pieces, type=column.type)
     if (order[1:] < order[:-1]).any():  # back to the order asked for: a copy of the rows taken only
         taken = taken.take(pa.array(np.argsort(order)))
