@@ -374,6 +374,8 @@ def main() -> int:
         print(f"{args.data} is missing: nothing to measure")
         return 0
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.workdir is not None:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="headfit-scale-", dir=args.workdir))
     sizes: dict[int, dict] = {}
     try:

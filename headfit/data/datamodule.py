@@ -46,8 +46,8 @@ from transformers import DataCollatorWithPadding
 
 from headfit.data import options
 from headfit.data.checks import check_rows, first_unreadable
-from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
 from headfit.data.memory import release_freed, release_pages
+from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
 from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, column, load_source, numpy_column,
                                   problem_rows, ragged_column, select)
 from headfit.data.split import random_subset, stratified_split
