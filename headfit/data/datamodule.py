@@ -46,13 +46,13 @@ from transformers import DataCollatorWithPadding
 
 from headfit.data import options
 from headfit.data.checks import check_rows, first_unreadable
-from headfit.data.memory import release_freed, release_pages
+from headfit.data.memory import release_freed
 from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
 from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, column, load_source, numpy_column,
-                                  problem_rows, ragged_column, select)
+                                  pieces, problem_rows, ragged_column, select)
 from headfit.data.split import random_subset, stratified_split
 from headfit.data.tasks import TaskData, derivation_order, read_tasks, with_groups
-from headfit.data.tokenize import BATCH_ROWS, report_chunks, report_lengths, tokenize
+from headfit.data.tokenize import report_chunks, report_lengths, tokenize
 from headfit.data.windows import pad_windows
 from headfit.encoder import load_tokenizer
 from headfit.errors import HeadfitConfigError
@@ -527,9 +527,8 @@ def first_rows(values: pa.ChunkedArray) -> dict[Any, tuple[int, int]]:
 def label_counts(data: Dataset, ids_column: str, num_labels: int) -> list[int]:
     """Rows carrying each label (a row lists a label once), from the label ids column."""
     counts = np.zeros(num_labels, dtype=np.int64)
-    for start in range(0, len(data), BATCH_ROWS):  # a batch of rows at a time: no copy of the whole column
-        ids = arrow_column(data, ids_column, slice(start, start + BATCH_ROWS)).combine_chunks().flatten()
-        counts += np.bincount(ids.to_numpy(), minlength=num_labels)
+    for piece in pieces(data, ids_column):  # a batch of rows at a time: no copy of the whole column
+        counts += np.bincount(piece.combine_chunks().flatten().to_numpy(), minlength=num_labels)
     return counts.tolist()
 
 
@@ -540,10 +539,8 @@ def repeated_texts(train: Dataset, other: Dataset, rows: int = 20_000) -> int:
         return pc.utf8_lower(pc.utf8_trim_whitespace(texts)).combine_chunks()
 
     texts, found = normal(arrow_column(other, "text", release=True)), np.zeros(len(other), dtype=bool)
-    for start in range(0, len(train), rows):
-        piece = normal(arrow_column(train, "text", slice(start, start + rows)))
-        found |= pc.is_in(texts, value_set=piece).to_numpy(zero_copy_only=False)
-        release_pages(train.data.column("text"))  # the file's pages read so far: not held until the set-up ends
+    for piece in pieces(train, "text", rows):
+        found |= pc.is_in(texts, value_set=normal(piece)).to_numpy(zero_copy_only=False)
         release_freed()
     return int(found.sum())
 

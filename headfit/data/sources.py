@@ -18,7 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,17 @@ def arrow_column(data: Dataset, name: str, rows: slice = slice(None), release: b
         start, stop, _ = rows.indices(len(data))
         return column.slice(start, stop - start)
     return _take(column, mapping.column(0)[rows].to_numpy(), release)
+
+
+def pieces(data: Dataset, name: str, rows: int = BATCH_ROWS) -> Iterator[pa.ChunkedArray]:
+    """`name`'s values `rows` rows at a time. The file pages a piece was read from leave the process's resident set
+    once the next piece is asked for, so a scan of a whole column holds one piece's pages, not the file's."""
+    mapped = data._indices is not None
+    for start in range(0, len(data), rows):
+        piece = arrow_column(data, name, slice(start, start + rows), release=True)  # a mapping: released as taken
+        yield piece
+        if not mapped:  # a slice of the file's own buffers, read by the caller
+            release_pages(piece)
 
 
 def _take(column: pa.ChunkedArray, rows: np.ndarray, release: bool = False) -> pa.ChunkedArray:
