@@ -7,7 +7,8 @@ depth of 0..--max-depth tokens; its label is that sentence's. The depth (tokens 
 sentence, counted with the bundled MiniLM tokenizer that conf/encoder/minilm.yaml names) is drawn stratified:
 a third of the documents have the sentence inside the first 128-token window, a third between that and 510
 tokens, a third beyond the first 512 (`--depth-sampling uniform`: uniform over 0..--max-depth instead). The
-filler runs on after the sentence, so every document has about --max-depth + 20-80 tokens.
+filler runs on after the sentence, so every document has about --max-depth + 20-80 tokens (`--tail N`: for a
+random 0..N tokens after it, so a document ends soon after its sentence: the same depths, fewer windows).
 
 Same model (the bundled MiniLM-L6) and budget for every run, each a fresh `python train.py data=files ...`
 process with its own run directory and a cold token cache:
@@ -165,10 +166,11 @@ def strata(max_depth: int, sentence_tokens: int, window: int) -> list[tuple[str,
 
 
 def build_document(sentence: str, tokens: int, max_depth: int, sampling: str, window: int, rng: random.Random,
-                   filler: list[str], filler_tokens: list[int]) -> tuple[str, int, int]:
+                   filler: list[str], filler_tokens: list[int], tail: int | None = None) -> tuple[str, int, int]:
     """Filler sentences with `sentence` (of `tokens` tokens) after `depth` tokens of them; the filler goes on to
-    about `max_depth` tokens in all. Returns the text, where the sentence starts in it (characters) and the depth
-    as the sum of the filler sentences' token counts."""
+    about `max_depth` tokens in all (with `tail`: for a random 0..`tail` tokens after the sentence). Returns the
+    text, where the sentence starts in it (characters) and the depth as the sum of the filler sentences' token
+    counts."""
     ranges = strata(max_depth, tokens, window) or [("any", 0, max_depth)]
     name, low, high = rng.choice(ranges) if sampling == "stratified" else ("any", 0, max_depth)
     for _ in range(100):  # the depth falls on a sentence boundary at or below the target: draw until it fits
@@ -182,7 +184,8 @@ def build_document(sentence: str, tokens: int, max_depth: int, sampling: str, wi
         if name == "any" or bucket(depth, tokens, window) == name:
             break
     after, total = [], depth
-    while total < max_depth:
+    end = max_depth if tail is None else depth + tokens + rng.randint(0, tail)
+    while total < end:
         j = rng.randrange(len(filler))
         after.append(filler[j])
         total += filler_tokens[j]
@@ -211,7 +214,7 @@ def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any
         sentence_tokens = [len(ids) for ids in tokenizer([t for _, t in rows], add_special_tokens=False)["input_ids"]]
         split_rng = random.Random(f"{args.seed}-{split}")
         documents = [build_document(text, n, args.max_depth, args.depth_sampling, window, split_rng, filler,
-                                    filler_tokens) for (_, text), n in zip(rows, sentence_tokens)]
+                                    filler_tokens, args.tail) for (_, text), n in zip(rows, sentence_tokens)]
         texts = [text for text, _, _ in documents]
         lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
         # the depth as the tokenizer counts it: the tokens of the text before the sentence
@@ -488,7 +491,11 @@ def section(args: argparse.Namespace, task: dict[str, Any], done: dict[str, dict
         f"- Task: each document is filler, {task['filler_sentences']:,} bland factual sentences generated from "
         f"word lists (seed {args.seed}; {task['filler_range'][0]}-{task['filler_range'][1]} tokens each, median "
         f"{task['filler_tokens']:g}), with one SST-2 sentence at a depth of 0..{args.max_depth} tokens "
-        f"({sampling}); the label is the sentence's. Depths and lengths are counted with the bundled MiniLM "
+        f"({sampling}); the label is the sentence's; "
+        + ("the filler runs on to about the deepest depth. " if args.tail is None else
+           f"the filler runs on for 0..{args.tail} tokens after the sentence (uniform), so a document ends soon "
+           "after its sentence. ")
+        + "Depths and lengths are counted with the bundled MiniLM "
         f"tokenizer (no special tokens). Train: {task['train']['documents']:,} documents from SST-2 train "
         f"sentences of >= {args.min_sentence_tokens} tokens (its shorter rows are sub-phrases); dev: "
         f"{task['dev']['documents']:,} documents from SST-2 dev. Document tokens min / median / max: train "
@@ -572,6 +579,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dev-docs", type=int, default=872, help="dev documents (default: all 872 of SST-2 dev)")
     parser.add_argument("--max-depth", type=int, default=2000,
                         help="the deepest the labelled sentence lies, in tokens; documents are about this long")
+    parser.add_argument("--tail", type=int, default=None,
+                        help="filler after the sentence: a random 0..TAIL tokens (default: on to --max-depth); "
+                             "shorter documents, the same depths, a third of the windows to train on")
     parser.add_argument("--depth-sampling", choices=("stratified", "uniform"), default="stratified",
                         help="stratified: a third of the documents in each bucket's depth range; uniform: 0..max")
     parser.add_argument("--min-sentence-tokens", type=int, default=8,
