@@ -204,7 +204,7 @@ def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any
     # SST-2's train set holds its sentences' sub-phrases too ("the greatest musicians"); dev holds whole sentences.
     counts = [len(ids) for ids in tokenizer([t for _, t in train_rows], add_special_tokens=False)["input_ids"]]
     train_rows = [row for row, n in zip(train_rows, counts) if n >= args.min_sentence_tokens]
-    train_rows = rng.sample(train_rows, min(args.train_docs, len(train_rows)))
+    candidates, train_rows = train_rows, rng.sample(train_rows, min(args.train_docs, len(train_rows)))
     dev_rows = dev_rows if args.dev_docs >= len(dev_rows) else rng.sample(dev_rows, args.dev_docs)
     work.mkdir(parents=True, exist_ok=True)
     task: dict[str, Any] = {"filler_sentences": len(filler), "filler_tokens": statistics.median(filler_tokens),
@@ -247,10 +247,19 @@ def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any
     task["cost_text"] = " ".join([*pieces["before"], sentence, *pieces["after"]])
     task["cost_tokens"] = len(tokenizer(task["cost_text"], add_special_tokens=False)["input_ids"])
     task["window"] = window
+    if args.warm_start:  # sentences alone, none of them in a document
+        used = set(train_rows)
+        rest = [row for row in candidates if row not in used]
+        warm = random.Random(f"{args.seed}-warm").sample(rest, min(args.warm_start, len(rest)))
+        with (work / "warm.tsv").open("w", encoding="utf-8", newline="") as stream:
+            writer = csv.writer(stream, delimiter="\t", lineterminator="\n")
+            writer.writerow(["label", "text"])
+            writer.writerows(warm)
+        task["warm_rows"] = len(warm)
     # windows for the longest document: 1 + ceil((n - w) / (w - stride)), w the window's content tokens
     task["max_chunks"] = 1 + max(0, math.ceil((longest - window) / (window - args.stride)))
     digest = hashlib.sha256()
-    for split in ("train", "dev"):
+    for split in ("train", "dev", *(["warm"] if args.warm_start else [])):
         digest.update((work / f"{split}.tsv").read_bytes())
     task["digest"] = digest.hexdigest()[:16]
     return task
@@ -258,8 +267,9 @@ def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any
 
 # ---- training runs ----------------------------------------------------------------------------------
 
-def planned_runs(args: argparse.Namespace, work: Path, task: dict[str, Any]) -> list[dict[str, Any]]:
-    budget = ["data=files", f"data.train_path={work / 'train.tsv'}", f"data.val_path={work / 'dev.tsv'}",
+def planned_runs(args: argparse.Namespace, work: Path, task: dict[str, Any],
+                 encoder: Path | None = None) -> list[dict[str, Any]]:
+    budget = [*([f"encoder.name_or_path={encoder}"] if encoder else []), "data=files", f"data.train_path={work / 'train.tsv'}", f"data.val_path={work / 'dev.tsv'}",
               "data.text_column=text", "data.label_column=label", f"trainer.max_epochs={args.epochs}",
               f"data.batch_size={args.batch_size}", f"optim.lr={args.lr}", f"seed={args.seed}",
               "trainer.enable_progress_bar=false", "callbacks.progress.mode=lines",
@@ -323,6 +333,36 @@ def train_log(path: Path) -> dict[str, Any]:
     return {"samples_s": statistics.median(s for _, s, _ in used) if used else None,
             "tokens_s": statistics.median(t for _, _, t in used) if used else None,
             "progress_lines": len(used), "fit_s": fit}
+
+
+def warm_start(args: argparse.Namespace, work: Path, task: dict[str, Any]) -> Path:
+    """--warm-start N: fine-tune the bundled MiniLM on N short SST-2 sentences (none of them in a document; one
+    epoch, the runs' batch size and lr, a tenth held out to pick the checkpoint), and save its encoder, which
+    every run then starts from: a model that already reads sentiment, so the runs' budget goes to finding the
+    sentence in a document. Reused when its directory holds an encoder trained on the same data."""
+    directory = args.runs_dir / "warm-start"
+    encoder = directory / "encoder"
+    record = directory / "warm-start.json"
+    if (encoder / "config.json").is_file() and record.is_file() and json.loads(record.read_text())["data"] == task["digest"]:
+        task["warm_accuracy"] = json.loads(record.read_text())["accuracy"]
+        print(f"warm start: reusing {encoder}", flush=True)
+        return encoder
+    run = {"name": "warm-start", "dir": directory, "overrides": [
+        "data=files", f"data.train_path={work / 'warm.tsv'}", "data.val_fraction=0.1", "data.text_column=text",
+        "data.label_column=label", "data.max_length=128", "trainer.max_epochs=1", f"data.batch_size={args.batch_size}",
+        f"optim.lr={args.lr}", f"seed={args.seed}", "trainer.enable_progress_bar=false", "callbacks.progress.mode=lines",
+        f"hydra.run.dir={directory}", f"paths.cache_dir={directory / 'cache'}"]}
+    done = train(run, args.threads, False, task["digest"])
+    from headfit import ClassifierModule
+
+    module = ClassifierModule.load_from_checkpoint(done["metrics"]["best_checkpoint"], map_location="cpu")
+    module.encoder.save_pretrained(encoder)
+    module.tokenizer.save_pretrained(encoder)  # the checkpoint carries the tokenizer it was trained with
+    task["warm_accuracy"] = done["metrics"]["val"]["val/accuracy"]
+    record.write_text(json.dumps({"data": task["digest"], "accuracy": task["warm_accuracy"]}) + "\n")
+    print(f"warm start: {task['warm_rows']} sentences, val accuracy {task['warm_accuracy']:.3f}; encoder in {encoder}",
+          flush=True)
+    return encoder
 
 
 # ---- measurements from the best checkpoint ----------------------------------------------------------
@@ -505,7 +545,13 @@ def section(args: argparse.Namespace, task: dict[str, Any], done: dict[str, dict
         f"window ({task['window']} tokens after [CLS]; {counts['first']} dev documents), **beyond** it starts "
         f"after the first {LONG - 2} tokens, so truncation at {LONG} sees none of it ({counts['beyond']}), "
         f"**between** the rest ({counts['between']}).",
-        f"- Budget, the same for every run: the bundled MiniLM-L6, {args.epochs} epoch(s), batch {args.batch_size} "
+        f"- Budget, the same for every run: the bundled MiniLM-L6"
+        + (f" after a warm start (`--warm-start {args.warm_start}`: fine-tuned for one epoch on "
+           f"{task.get('warm_rows', args.warm_start):,} SST-2 train sentences alone, none of them in a document, a "
+           "tenth held out to pick the checkpoint"
+           + (f", {100 * task['warm_accuracy']:.1f}% accuracy there" if "warm_accuracy" in task else "")
+           + "; every run starts from that encoder)" if args.warm_start else "")
+        + f", {args.epochs} epoch(s), batch {args.batch_size} "
         f"documents, lr {args.lr:g}, seed {args.seed}; each run a fresh `python train.py data=files ...` process "
         "with its own run directory and a cold token cache, checkpoint by `val/macro_f1` on the dev documents "
         "(one validation per epoch). Chunked runs: `data.long_text=chunk data.max_length=128 "
@@ -582,6 +628,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tail", type=int, default=None,
                         help="filler after the sentence: a random 0..TAIL tokens (default: on to --max-depth); "
                              "shorter documents, the same depths, a third of the windows to train on")
+    parser.add_argument("--warm-start", type=int, default=0, metavar="N",
+                        help="first fine-tune the encoder on N SST-2 sentences alone (none in a document) and start "
+                             "every run from it (default: 0, the bundled MiniLM)")
     parser.add_argument("--depth-sampling", choices=("stratified", "uniform"), default="stratified",
                         help="stratified: a third of the documents in each bucket's depth range; uniform: 0..max")
     parser.add_argument("--min-sentence-tokens", type=int, default=8,
@@ -628,8 +677,9 @@ def main() -> None:
           f"cost document {task['cost_tokens']} tokens; depths that differ from the filler's summed token counts: "
           f"train {task['train_depth_mismatches']}, dev {task['dev_depth_mismatches']}; written in "
           f"{time.perf_counter() - started:.0f}s", flush=True)
+    encoder = warm_start(args, args.runs_dir / "data", task) if args.warm_start else None
     info, done, failed = machine(), {}, []
-    for run in planned_runs(args, args.runs_dir / "data", task):
+    for run in planned_runs(args, args.runs_dir / "data", task, encoder):
         try:
             done[run["name"]] = train(run, args.threads, args.reuse, task["digest"])
         except subprocess.CalledProcessError as error:  # the others still run; its train.log says why
