@@ -545,7 +545,7 @@ def section(args: argparse.Namespace, task: dict[str, Any], done: dict[str, dict
         f"window ({task['window']} tokens after [CLS]; {counts['first']} dev documents), **beyond** it starts "
         f"after the first {LONG - 2} tokens, so truncation at {LONG} sees none of it ({counts['beyond']}), "
         f"**between** the rest ({counts['between']}).",
-        f"- Budget, the same for every run: the bundled MiniLM-L6"
+        "- Budget, the same for every run: the bundled MiniLM-L6"
         + (f" after a warm start (`--warm-start {args.warm_start}`: fine-tuned for one epoch on "
            f"{task.get('warm_rows', args.warm_start):,} SST-2 train sentences alone, none of them in a document, a "
            "tenth held out to pick the checkpoint"

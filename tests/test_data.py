@@ -184,6 +184,85 @@ def test_released_pages_leave_the_resident_set_and_the_values_stay(tmp_path):
     assert column[12_345].as_py() == "00012345" * 100 and pc.sum(pc.utf8_length(column)).as_py() == lengths
 
 
+def test_select_is_datasets_select_without_its_per_row_python_objects(tmp_path, monkeypatch):
+    """headfit's `select` builds the index mapping itself (datasets' turns the row numbers into a Python list):
+    the rows, their order, a mapping onto a mapping, the format and a fingerprint that names the rows."""
+    import numpy as np
+
+    from headfit.data import sources
+
+    Dataset.from_dict({"text": [f"t{i}" for i in range(50)], "n": list(range(50))}).save_to_disk(tmp_path / "d")
+    data = Dataset.load_from_disk(tmp_path / "d")
+    rows = np.array([7, 3, 3, 49, 0])
+    picked = sources.select(data, rows)
+    assert picked["text"] == data.select(rows)["text"] == ["t7", "t3", "t3", "t49", "t0"]
+    inner = sources.select(data, np.arange(10, 40))
+    assert sources.select(inner, [0, 29, 5])["n"] == [10, 39, 15]
+    formatted = sources.select(data.with_format("numpy", columns=["n"]), [1, 2])
+    assert formatted.format["type"] == "numpy" and formatted[:]["n"].tolist() == [1, 2]
+    assert sources.select(data, rows)._fingerprint == picked._fingerprint != sources.select(data, rows[:4])._fingerprint
+    assert len(sources.select(data, np.array([], dtype=np.int64))) == 0
+    with pytest.raises(IndexError):
+        sources.select(data, [50])
+    with pytest.raises(IndexError):
+        sources.select(data, [-1])
+    monkeypatch.setattr(sources, "TAKE_ROWS", 4)  # a mapped column read gathers in blocks: the same values
+    assert sources.numpy_column(picked, "n").tolist() == [7, 3, 3, 49, 0]
+    assert sources.numpy_column(inner, "n").tolist() == list(range(10, 40))
+
+
+def test_one_label_a_row_splits_as_the_lists_do_from_four_bytes_a_row(tmp_path, monkeypatch):
+    """The split of a single-label column reads it as one int32 per row (in pieces) and draws the same rows as
+    the list layout; a column where some row holds no label or two keeps the list layout."""
+    import numpy as np
+
+    from headfit.data import sources
+    from headfit.data.split import stratified_split
+
+    monkeypatch.setattr(sources, "TAKE_ROWS", 7)  # several pieces
+    ids = [[i % 3 if i % 5 else 3] for i in range(40)]
+    Dataset.from_dict({"ids": ids}).save_to_disk(tmp_path / "one")
+    data = Dataset.load_from_disk(tmp_path / "one")
+    single = sources.single_ids(data, "ids")
+    assert single.dtype == np.int32 and single.tolist() == [row[0] for row in ids]
+    as_lists = stratified_split(*sources.ragged_column(data, "ids"), 0.25, seed=5)
+    as_ids = stratified_split(single, None, 0.25, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(as_lists, as_ids))
+    assert sorted(single[as_ids[1]].tolist()) == [0] * 3 + [1] * 3 + [2] * 2 + [3] * 2  # a quarter of 11, 11, 10, 8
+    Dataset.from_dict({"ids": [[0], [1, 2], [], [1]] * 5}).save_to_disk(tmp_path / "multi")
+    assert sources.single_ids(Dataset.load_from_disk(tmp_path / "multi"), "ids") is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the resident set is read from /proc")
+def test_training_reads_at_random_keep_the_file_pages_bounded_and_memory_of_its_own_intact(tmp_path, monkeypatch):
+    """Rows read at random map ~150 KB of the file each (fault-around); the loader's dataset gives those pages
+    back every RELEASE_ROWS rows. Releasing memory that is the process's own (an in-memory table) loses nothing."""
+    import random
+
+    from headfit.data import datamodule
+
+    def file_pages() -> int:  # kB
+        return int(next(line for line in open("/proc/self/status") if line.startswith("RssFile")).split()[1])
+
+    Dataset.from_dict({"input_ids": [[i] * 200 for i in range(32_000)]}).save_to_disk(tmp_path / "big")  # 26 MB
+    rows = random.Random(0).sample(range(32_000), 2_000)
+    grown = {}
+    for every in (10**9, 16):
+        monkeypatch.setattr(datamodule, "RELEASE_ROWS", every)
+        reader = datamodule._Rows(Dataset.load_from_disk(tmp_path / "big"), ["input_ids"])
+        release_pages(reader.data.data.column("input_ids"))
+        before = file_pages()
+        for start in range(0, len(rows), 16):
+            batch = reader.__getitems__(rows[start:start + 16])
+            assert [row["input_ids"][0] for row in batch] == rows[start:start + 16]
+        grown[every] = file_pages() - before
+    assert grown[10**9] > 10_000 and grown[16] < grown[10**9] / 3, grown
+
+    own = Dataset.from_dict({"n": list(range(100_000))}).data.column("n")  # in memory
+    release_pages(own)
+    assert own.to_pylist() == list(range(100_000))
+
+
 def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path, tiny_encoder):
     rows = [{"text": f"{t} {i}", "label": "a" if i < 30 else "b" if i < 45 else "c"}
             for i, t in enumerate(TEXTS * 5)]

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 
 from headfit.data.files import FIXES, text_problem  # noqa: F401 (also imported from here)
-from headfit.data.memory import release_freed
+from headfit.data.memory import release_freed, release_pages
 from headfit.data.sources import Source, arrow_column, column, problem_rows, select
 from headfit.data.tasks import TaskData, derivation_order
 from headfit.data.tokenize import BATCH_ROWS
@@ -52,6 +52,8 @@ def check_rows(tokenized: Dataset, source: Source, labels: LabelSpace | Sequence
         desc=f"checking {split} labels").with_format(None)
     checked = concatenate_datasets([tokenized.remove_columns(["problem"]), ids], axis=1)
     release_freed()  # the checks' arrays, one batch after another
+    for name in inputs:  # and the pages of the file the map read them from
+        release_pages(tokenized.data.column(name))
     bad = problem_rows(checked)
     if len(bad) and policy == "error":
         first = tokenized[int(bad[0])]  # checked again, to know which task's label is bad
@@ -102,7 +104,9 @@ def _fix(reason: str, task: TaskData | None) -> str:
 def first_unreadable(data: Dataset, source: Source) -> None:
     """Stop at the first line that could not be read at all (data.on_bad_row=error), before the labels are judged:
     a stray quote that swallowed rows would otherwise surface as a wrong label set (e.g. 'a single class')."""
-    unparsable = pc.starts_with(arrow_column(data, "problem"), UNPARSABLE).to_numpy()  # not: a blank text
+    problems = arrow_column(data, "problem")
+    unparsable = pc.starts_with(problems, UNPARSABLE).to_numpy()  # not: a blank text
+    release_pages(problems)
     if unparsable.any():
         first = data.select_columns(["line", "problem"])[int(np.argmax(unparsable))]
         raise bad_row(first["problem"], source, first["line"])

@@ -46,10 +46,10 @@ from transformers import DataCollatorWithPadding
 
 from headfit.data import options
 from headfit.data.checks import check_rows, first_unreadable
-from headfit.data.memory import release_freed
+from headfit.data.memory import release_freed, release_pages
 from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
-from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, column, load_source, numpy_column,
-                                  pieces, problem_rows, ragged_column, select)
+from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, load_source, numpy_column,
+                                  pieces, problem_rows, ragged_column, select, single_ids)
 from headfit.data.split import random_subset, stratified_split
 from headfit.data.tasks import TaskData, derivation_order, read_tasks, with_groups
 from headfit.data.tokenize import report_chunks, report_lengths, tokenize
@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 UNBOUNDED_WINDOWS = 2
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+# rows a loader reads between giving back its file pages: read at random, each maps ~150 KB of the file (_Rows)
+RELEASE_ROWS = 128
 
 
 class TextClassificationDataModule(pl.LightningDataModule):
@@ -300,6 +303,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         for task in derivation_order(tasks):
             if task.parent_of is not None:
                 inferred[task.name] = with_groups(inferred[task.name], inferred[task.parent_of])
+        release_freed()  # the columns' pieces read above
         return [inferred[task.name] for task in tasks]
 
     def _infer_space(self, task: TaskData, source: Source, readable: list[tuple[int, Any, int]]) -> LabelSpace:
@@ -338,7 +342,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def _split_validation(self) -> None:
         train = self.datasets["train"]
         first = self.tasks[0]  # several tasks: stratified by the first one's labels
-        keep, held_out = stratified_split(*ragged_column(train, first.ids_column), self.val_fraction, self.seed)
+        ids = single_ids(train, first.ids_column)  # one label a row: 4 bytes a row, not the lists
+        labels = (ids, None) if ids is not None else ragged_column(train, first.ids_column)
+        keep, held_out = stratified_split(*labels, self.val_fraction, self.seed)
+        del ids, labels
         self.datasets["train"], self.datasets["val"] = select(train, keep), select(train, held_out)
         log.info("val: %d rows split from train (data.val_fraction=%s, stratified%s, seed %d)", len(held_out),
                  self.val_fraction, f" by tasks.{first.name}" if first.name else "", self.seed)
@@ -356,7 +363,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
                 continue
             sample = rng.sample(range(len(data)), min(len(data), 1000))
             report_lengths(numpy_column(data, "length"), split, self.max_length,
-                           lambda data=data, sample=sample: column(data.select(sample), "text") if sample else [],
+                           lambda data=data, sample=sample: sampled_texts(data, sample),
                            self.tokenizer)
         for split in ("val", "test"):
             if split in self.datasets:
@@ -532,6 +539,11 @@ def label_counts(data: Dataset, ids_column: str, num_labels: int) -> list[int]:
     return counts.tolist()
 
 
+def sampled_texts(data: Dataset, rows: list[int]) -> list[str]:
+    """The texts of a few rows drawn at random, their file pages given back once read (each maps ~150 KB)."""
+    return arrow_column(select(data, rows), "text", release=True).to_pylist() if rows else []
+
+
 def repeated_texts(train: Dataset, other: Dataset, rows: int = 20_000) -> int:
     """How many of `other`'s rows have a text (stripped, lowercased) that a training row has too. Train is read
     `rows` rows at a time, so the memory this takes is that of `other`'s texts, not train's."""
@@ -559,15 +571,24 @@ class _ResumableLoader(DataLoader):
 
 
 class _Rows(torch.utils.data.Dataset):
-    """An Arrow split as rows for the DataLoader; fetches a whole batch in one read (`__getitems__`)."""
+    """An Arrow split as rows for the DataLoader; fetches a whole batch in one read (`__getitems__`). Every
+    RELEASE_ROWS rows read, the pages of the memory-mapped files they came from leave the reading process's
+    resident set (the page cache keeps them): rows read at random would otherwise make the whole token file
+    resident within an epoch, however many rows it has (headfit/data/memory.py)."""
 
     def __init__(self, data: Dataset, columns: Sequence[str]):
         self.data = data.select_columns([c for c in columns if c in data.column_names])
+        self.unreleased = 0  # rows read since the pages were last given back (per process: each worker its own)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        self.unreleased += len(indices)
+        if self.unreleased >= RELEASE_ROWS:
+            self.unreleased = 0
+            for name in self.data.column_names:
+                release_pages(self.data.data.column(name))
         columns = self.data[indices]
         return [{**{key: values[j] for key, values in columns.items()}, "index": i} for j, i in enumerate(indices)]
 

@@ -1,40 +1,79 @@
-"""Memory the data set-up has finished with, given back as it goes, so that its peak does not hold every step's.
+"""Memory the data set-up and the training reader have finished with, given back as they go, so that the
+process's peak does not hold every step's.
 
-- A page of a memory-mapped Arrow file stays in the process's resident set once read, until the kernel needs the
-  memory. The duplicate check reads every training text, and a validation split drawn from train lies on every
-  page of the file: the whole text column was held at the set-up's peak (65 MiB at 1M rows).
-  `release_pages(column)` tells the kernel the process is done with those pages.
+- A page of a memory-mapped Arrow file stays in the process's resident set once read. The duplicate check reads
+  every training text, a validation split drawn from train lies on every page of the file, and training reads
+  rows at random: the kernel maps a read's neighbours too (fault-around, whole large folios), ~150 KB a row, so
+  without this the token files became resident within one epoch (RSS grew by 400 MiB over 200 batches of a
+  4M-row file). `release_pages(column)` takes those pages out of the resident set; the kernel's page cache keeps
+  them, so nothing is read from disk again.
 - Arrow's allocator (mimalloc or jemalloc) keeps freed blocks for reuse; after a step that built and dropped many
   arrays (the label checks, each piece of the duplicate check) `release_freed()` gives them back.
-Together: 767 -> 695 MiB peak RSS for a cold set-up of 1M rows (docs/benchmarks.md, scale).
+Figures: docs/benchmarks.md, scale.
 """
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import mmap
 import sys
 
 import pyarrow as pa
 
+MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)
 MADV_PAGEOUT = getattr(mmap, "MADV_PAGEOUT", 21)  # Linux >= 5.4; Python's mmap names it only when built with it
 
 
-def release_pages(column: pa.ChunkedArray) -> None:
-    """Take the pages holding `column`'s buffers out of this process's resident set (Linux's MADV_PAGEOUT).
+def release_pages(column: pa.ChunkedArray | pa.Array) -> None:
+    """Take the pages holding `column`'s buffers out of this process's resident set (Linux).
 
-    Nothing is lost: for a memory-mapped file the pages are read again from it when touched; memory of the
-    process's own (an in-memory table) stays where there is no swap, and is swapped out where there is. A no-op
-    elsewhere than Linux, and on kernels without MADV_PAGEOUT (madvise refuses it, and that is ignored)."""
+    Nothing is lost. Pages of a memory-mapped file are dropped from this process's page tables (MADV_DONTNEED on a
+    file mapping: the page cache keeps them and the next read maps them again); memory of the process's own (an
+    in-memory table) is only offered to swap (MADV_PAGEOUT: where there is no swap it stays). A no-op elsewhere
+    than Linux, and where the kernel refuses the advice."""
     if not sys.platform.startswith("linux"):
         return
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    ranges = [(buffer.address, buffer.size) for chunk in chunks for buffer in chunk.buffers()
+              if buffer is not None and buffer.size]
+    if not ranges:
+        return
+    files = _file_mappings()
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    for chunk in column.chunks:
-        for buffer in chunk.buffers():
-            if buffer is not None and buffer.size:
-                start = buffer.address - buffer.address % mmap.PAGESIZE
-                madvise(start, buffer.address + buffer.size - start, MADV_PAGEOUT)
+    for address, size in ranges:
+        for low, high, advice in _pieces(address - address % mmap.PAGESIZE, address + size, files):
+            madvise(low, high - low, advice)
+
+
+def _pieces(start: int, end: int, files: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """[start, end) cut where it enters or leaves a file mapping: (low, high, the advice for that piece)."""
+    cut, position = [], start
+    index = max(bisect.bisect_right(files, (start, float("inf"))) - 1, 0)
+    while position < end:
+        while index < len(files) and files[index][1] <= position:
+            index += 1
+        if index < len(files) and files[index][0] <= position:  # inside a file mapping
+            high = min(end, files[index][1])
+            cut.append((position, high, MADV_DONTNEED))
+        else:  # the process's own memory, up to the next file mapping
+            high = min(end, files[index][0]) if index < len(files) else end
+            cut.append((position, high, MADV_PAGEOUT))
+        position = high
+    return cut
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """[start, end) of this process's mappings of files, ascending (/proc/self/maps: those with an inode)."""
+    found = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split(maxsplit=5)
+            if len(parts) >= 5 and parts[4] != "0":
+                low, high = parts[0].split("-")
+                found.append((int(low, 16), int(high, 16)))
+    return sorted(found)
 
 
 def release_freed() -> None:

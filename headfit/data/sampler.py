@@ -63,12 +63,15 @@ class LengthGroupedSampler(DistributedSampler):
         if not self.shuffle:
             return torch.argsort(self.lengths, descending=True, stable=True).int()
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator).int()
-        order = torch.cat([pool[torch.argsort(self.lengths[pool], descending=True, stable=True)]
-                           for pool in order.split(size * self.pool_batches)])
+        order = torch.randperm(len(self.lengths), generator=generator, dtype=torch.int32)  # int64's permutation
+        for pool in order.split(size * self.pool_batches):  # sorted in place: two orders at most, 8 bytes a row
+            pool.copy_(pool[torch.argsort(self.lengths[pool], descending=True, stable=True)])
         full = len(order) // size  # every pool but the last is whole batches: the short batch ends the last one
-        shuffled = order[: full * size].view(full, size)[torch.randperm(full, generator=generator)]
-        return torch.cat([shuffled.view(-1), order[full * size:]])
+        shuffled = torch.empty_like(order)
+        torch.index_select(order[: full * size].view(full, size), 0, torch.randperm(full, generator=generator),
+                           out=shuffled[: full * size].view(full, size))
+        shuffled[full * size:] = order[full * size:]
+        return shuffled
 
     def global_batches(self) -> list[torch.Tensor]:
         """This epoch's global batches (row indices), in order, before they are split between ranks."""

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, Features, Value, concatenate_datasets
+from datasets.table import InMemoryTable
 
 from headfit.data import files
 from headfit.data.files import TaskColumns
@@ -263,6 +264,9 @@ def column(data: Dataset, name: str) -> list:
     return data.select_columns([name]).to_dict()[name]
 
 
+TAKE_ROWS = 1 << 18  # rows a mapped read gathers at a time: its temporaries (~40 bytes a row) stay bounded
+
+
 def arrow_column(data: Dataset, name: str, rows: slice = slice(None), release: bool = False) -> pa.ChunkedArray:
     """One column (or `rows` of it) as Arrow, from the memory-mapped table, an index mapping applied with one
     Arrow `take` (datasets' own reads gather row by row: seconds per 100k rows): no Python object per row.
@@ -273,7 +277,10 @@ def arrow_column(data: Dataset, name: str, rows: slice = slice(None), release: b
     if mapping is None:
         start, stop, _ = rows.indices(len(data))
         return column.slice(start, stop - start)
-    return _take(column, mapping.column(0)[rows].to_numpy(), release)
+    positions = mapping.column(0)[rows]
+    taken = (_take(column, positions[start:start + TAKE_ROWS].to_numpy(), release)  # bounded temporaries
+             for start in range(0, len(positions), TAKE_ROWS))
+    return pa.chunked_array([chunk for part in taken for chunk in part.chunks], type=column.type)
 
 
 def pieces(data: Dataset, name: str, rows: int = BATCH_ROWS) -> Iterator[pa.ChunkedArray]:
@@ -297,13 +304,14 @@ def _take(column: pa.ChunkedArray, rows: np.ndarray, release: bool = False) -> p
     rows, chunk_of = rows[order], chunk_of[order]
     cuts = np.flatnonzero(np.diff(chunk_of)) + 1
     starts = ends - [len(chunk) for chunk in column.chunks]
-    pieces = []
+    pieces, read = [], []
     for taken, part in zip(np.split(rows, cuts), np.split(chunk_of, cuts)):
         if len(taken):
             chunk = column.chunk(int(part[0]))
             pieces.append(chunk.take(pa.array(taken - starts[part[0]])))
-            if release:
-                release_pages(pa.chunked_array([chunk]))
+            read.append(chunk)
+    if release and read:
+        release_pages(pa.chunked_array(read, type=column.type))
     taken = pa.chunked_array(pieces, type=column.type)
     if (order[1:] < order[:-1]).any():  # back to the order asked for: a copy of the rows taken only
         taken = taken.take(pa.array(np.argsort(order)))
@@ -322,13 +330,49 @@ def ragged_column(data: Dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
     return lists.flatten().to_numpy(), offsets - offsets[0]
 
 
+def single_ids(data: Dataset, name: str) -> np.ndarray | None:
+    """A column of lists of ids (label ids) whose every row holds exactly one: those ids, int32 (4 bytes a row),
+    read a piece at a time with each piece's file pages given back; None if some row holds none or several."""
+    parts = []
+    for piece in pieces(data, name, TAKE_ROWS):
+        if pc.any(pc.not_equal(pc.list_value_length(piece), 1)).as_py():
+            return None
+        parts.append(pc.list_flatten(piece).to_numpy().astype(np.int32))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
 def problem_rows(data: Dataset) -> np.ndarray:
     """The positions of the rows whose `problem` is set (rows that cannot be used), ascending."""
-    return np.flatnonzero(pc.binary_length(arrow_column(data, "problem")).to_numpy() > 0)
+    found, start = [np.zeros(0, dtype=np.int64)], 0
+    for piece in pieces(data, "problem", TAKE_ROWS):  # a piece at a time: no length per row of the whole column
+        found.append(np.flatnonzero(pc.binary_length(piece).to_numpy() > 0) + start)
+        start += len(piece)
+    return np.concatenate(found)
 
 
 def select(data: Dataset, rows: Sequence[int] | np.ndarray) -> Dataset:
-    """The given rows, as an index mapping onto the same table (cached next to it, 8 bytes a row): nothing is
-    copied, however many rows the split has."""
-    return data.select(np.asarray(rows, dtype=np.int64), writer_batch_size=BATCH_ROWS)
+    """The given rows, as an index mapping onto the same table (8 bytes a row, in memory): nothing of the table
+    is copied, however many rows the split has.
+
+    What `data.select(rows)` returns, built here because datasets (5.2) turns the row numbers into a Python list
+    on the way: a NumPy scalar and a pointer, ~40 bytes a row for a moment (150 MiB at 4M rows) and a second
+    copy of the mapping, where this holds the one array. The fingerprint is a digest of `data`'s and the rows',
+    so a set-up that selects the same rows again finds the caches keyed on it."""
+    rows = np.asarray(rows)
+    if rows.dtype != np.uint64:
+        if len(rows) and (rows.dtype.kind not in "iu" or rows.min() < 0):
+            raise IndexError(f"row numbers must be non-negative integers, not {rows.dtype} from {rows.min()}")
+        rows = rows.view(np.uint64) if rows.dtype == np.int64 else rows.astype(np.uint64)
+    if len(rows) and int(rows.max()) >= len(data):
+        raise IndexError(f"row {int(rows.max())} is out of range for {len(data)} rows")
+    mapping = pa.array(rows)  # no copy
+    if data._indices is not None:  # rows of rows: compose with the mapping `data` already has
+        mapping = data._indices.column(0).take(mapping)
+    digest = hashlib.sha256(f"select|{data._fingerprint}|".encode())
+    digest.update(np.ascontiguousarray(rows).data)
+    selected = Dataset(data._data, info=data.info.copy(), split=data.split,
+                       indices_table=InMemoryTable(pa.table({"indices": mapping})), fingerprint=digest.hexdigest()[:32])
+    form = data.format
+    selected.set_format(form["type"], form["columns"], form["output_all_columns"], **form["format_kwargs"])
+    return selected
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def stratified_split(values: np.ndarray, offsets: np.ndarray, fraction: float,
+def stratified_split(values: np.ndarray, offsets: np.ndarray | None, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows), each ascending: `fraction` of each stratum, seeded.
 
@@ -18,21 +18,25 @@ def stratified_split(values: np.ndarray, offsets: np.ndarray, fraction: float,
     one stratum), so rare labels reach the validation set too. Every label with at least 2 rows keeps at least
     one in each part: a label absent from validation has no F1 to measure, yet counts in the macro average.
     A label with a single row stays in train (the caller reports the labels validation lacks).
+    `offsets` None: one label a row, `values[i]` row i's (any integer type: int32 holds 4 bytes a row).
     """
-    values, offsets = np.asarray(values, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
-    rows = len(offsets) - 1
+    values = np.asarray(values)
+    rows = len(values) if offsets is None else len(offsets) - 1
     frequency = np.bincount(values)
-    single = len(values) == rows and bool((np.diff(offsets) == 1).all())  # one label a row: its stratum
+    single = offsets is None or (len(values) == rows and bool((offsets[1:] != offsets[:-1]).all()))
     stratum = values if single else _rarest(values, offsets, frequency)
     rng = np.random.default_rng(seed)
     validation = np.zeros(rows, dtype=bool)
-    sizes = np.bincount(stratum + 1)  # rows per stratum, -1 (no label) first
-    for name in np.flatnonzero(sizes) - 1:  # one stratum's rows at a time, ascending: no sort of all rows
-        members = rng.permutation(np.flatnonzero(stratum == name))
+    # one stratum's rows at a time, ascending (-1: rows without labels first): no sort of all rows
+    names = np.flatnonzero(frequency) if single else np.unique(stratum)
+    for name in names:
+        members = np.flatnonzero(stratum == name)
+        rng.shuffle(members)  # in place: what rng.permutation(members) gives, without its copy
         share = round(len(members) * fraction)
         if len(members) >= 2 and name != -1:  # at least one row on each side
             share = min(max(share, 1), len(members) - 1)
         validation[members[:share]] = True
+        del members
     if not single:  # a label that is no row's rarest may still miss a side
         _cover(values, offsets, frequency, validation, rng)
     return np.flatnonzero(~validation), np.flatnonzero(validation)
