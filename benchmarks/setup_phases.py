@@ -76,6 +76,9 @@ def main() -> None:
         from pathlib import Path
 
         from scale import SST2, write_rows
+        if not SST2.is_file():
+            print(f"skipped: {SST2} not found (see ../shared/datasets/README.md)")
+            return
         write_rows(Path(args.path), args.rows, SST2)
     sampler = Sampler(threading.get_ident())
     sampler.start()
