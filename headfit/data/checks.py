@@ -52,8 +52,7 @@ def check_rows(tokenized: Dataset, source: Source, labels: LabelSpace | Sequence
         desc=f"checking {split} labels").with_format(None)
     checked = concatenate_datasets([tokenized.remove_columns(["problem"]), ids], axis=1)
     release_freed()  # the checks' arrays, one batch after another
-    for name in inputs:  # and the pages of the file the map read them from
-        release_pages(tokenized.data.column(name))
+    release_pages(*(tokenized.data.column(name) for name in inputs))  # and the file pages the map read
     bad = problem_rows(checked)
     if len(bad) and policy == "error":
         first = tokenized[int(bad[0])]  # checked again, to know which task's label is bad

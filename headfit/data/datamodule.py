@@ -587,8 +587,7 @@ class _Rows(torch.utils.data.Dataset):
         self.unreleased += len(indices)
         if self.unreleased >= RELEASE_ROWS:
             self.unreleased = 0
-            for name in self.data.column_names:
-                release_pages(self.data.data.column(name))
+            release_pages(*(self.data.data.column(name) for name in self.data.column_names))
         columns = self.data[indices]
         return [{**{key: values[j] for key, values in columns.items()}, "index": i} for j, i in enumerate(indices)]
 

@@ -5,7 +5,7 @@ process's peak does not hold every step's.
   every training text, a validation split drawn from train lies on every page of the file, and training reads
   rows at random: the kernel maps a read's neighbours too (fault-around, whole large folios), ~150 KB a row, so
   without this the token files became resident within one epoch (RSS grew by 400 MiB over 200 batches of a
-  4M-row file). `release_pages(column)` takes those pages out of the resident set; the kernel's page cache keeps
+  4M-row file). `release_pages(*columns)` takes those pages out of the resident set; the kernel's page cache keeps
   them, so nothing is read from disk again.
 - Arrow's allocator (mimalloc or jemalloc) keeps freed blocks for reuse; after a step that built and dropped many
   arrays (the label checks, each piece of the duplicate check) `release_freed()` gives them back.
@@ -25,8 +25,8 @@ MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)
 MADV_PAGEOUT = getattr(mmap, "MADV_PAGEOUT", 21)  # Linux >= 5.4; Python's mmap names it only when built with it
 
 
-def release_pages(column: pa.ChunkedArray | pa.Array) -> None:
-    """Take the pages holding `column`'s buffers out of this process's resident set (Linux).
+def release_pages(*columns: pa.ChunkedArray | pa.Array) -> None:
+    """Take the pages holding the `columns`' buffers out of this process's resident set (Linux).
 
     Nothing is lost. Pages of a memory-mapped file are dropped from this process's page tables (MADV_DONTNEED on a
     file mapping: the page cache keeps them and the next read maps them again); memory of the process's own (an
@@ -34,7 +34,8 @@ def release_pages(column: pa.ChunkedArray | pa.Array) -> None:
     than Linux, and where the kernel refuses the advice."""
     if not sys.platform.startswith("linux"):
         return
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    chunks = [chunk for column in columns
+              for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])]
     ranges = [(buffer.address, buffer.size) for chunk in chunks for buffer in chunk.buffers()
               if buffer is not None and buffer.size]
     if not ranges:

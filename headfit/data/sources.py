@@ -270,8 +270,8 @@ TAKE_ROWS = 1 << 18  # rows a mapped read gathers at a time: its temporaries (~4
 def arrow_column(data: Dataset, name: str, rows: slice = slice(None), release: bool = False) -> pa.ChunkedArray:
     """One column (or `rows` of it) as Arrow, from the memory-mapped table, an index mapping applied with one
     Arrow `take` (datasets' own reads gather row by row: seconds per 100k rows): no Python object per row.
-    `release`: (with a mapping) the pages of each chunk read leave the process's resident set once its rows are
-    copied (a split drawn at random from a file lies on every page of it)."""
+    `release`: (with a mapping) the pages of the chunks read leave the process's resident set once their rows are
+    copied, block by block (a split drawn at random from a file lies on every page of it)."""
     column = data.data.column(name)
     mapping = data._indices  # what `select` left (None: no mapping); datasets has no public name for it
     if mapping is None:
@@ -304,15 +304,15 @@ def _take(column: pa.ChunkedArray, rows: np.ndarray, release: bool = False) -> p
     rows, chunk_of = rows[order], chunk_of[order]
     cuts = np.flatnonzero(np.diff(chunk_of)) + 1
     starts = ends - [len(chunk) for chunk in column.chunks]
-    pieces, read = [], []
+    parts, read = [], []
     for taken, part in zip(np.split(rows, cuts), np.split(chunk_of, cuts)):
         if len(taken):
             chunk = column.chunk(int(part[0]))
-            pieces.append(chunk.take(pa.array(taken - starts[part[0]])))
+            parts.append(chunk.take(pa.array(taken - starts[part[0]])))
             read.append(chunk)
-    if release and read:
-        release_pages(pa.chunked_array(read, type=column.type))
-    taken = pa.chunked_array(pieces, type=column.type)
+    if release:
+        release_pages(*read)
+    taken = pa.chunked_array(parts, type=column.type)
     if (order[1:] < order[:-1]).any():  # back to the order asked for: a copy of the rows taken only
         taken = taken.take(pa.array(np.argsort(order)))
     return taken
