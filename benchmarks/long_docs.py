@@ -166,13 +166,18 @@ def strata(max_depth: int, sentence_tokens: int, window: int) -> list[tuple[str,
 
 
 def build_document(sentence: str, tokens: int, max_depth: int, sampling: str, window: int, rng: random.Random,
-                   filler: list[str], filler_tokens: list[int], tail: int | None = None) -> tuple[str, int, int]:
+                   filler: list[str], filler_tokens: list[int], tail: int | None = None,
+                   stratum: str | None = None) -> tuple[str, int, int]:
     """Filler sentences with `sentence` (of `tokens` tokens) after `depth` tokens of them; the filler goes on to
-    about `max_depth` tokens in all (with `tail`: for a random 0..`tail` tokens after the sentence). Returns the
-    text, where the sentence starts in it (characters) and the depth as the sum of the filler sentences' token
-    counts."""
+    about `max_depth` tokens in all (with `tail`: for a random 0..`tail` tokens after the sentence). `stratum`
+    names the bucket whose depth range to draw from (default: one at random, or any depth with uniform sampling).
+    Returns the text, where the sentence starts in it (characters) and the depth as the sum of the filler
+    sentences' token counts."""
     ranges = strata(max_depth, tokens, window) or [("any", 0, max_depth)]
-    name, low, high = rng.choice(ranges) if sampling == "stratified" else ("any", 0, max_depth)
+    if stratum is not None:
+        name, low, high = next(found for found in ranges if found[0] == stratum)
+    else:
+        name, low, high = rng.choice(ranges) if sampling == "stratified" else ("any", 0, max_depth)
     for _ in range(100):  # the depth falls on a sentence boundary at or below the target: draw until it fits
         target, before, depth = rng.randint(low, high), [], 0
         while True:
@@ -191,6 +196,15 @@ def build_document(sentence: str, tokens: int, max_depth: int, sampling: str, wi
         total += filler_tokens[j]
     prefix = " ".join(before) + (" " if before else "")
     return prefix + " ".join([sentence, *after]), len(prefix), depth
+
+
+def write_tsv(path: Path, rows: list[tuple[tuple[str, str], str, int, int]], dev: bool) -> None:
+    """(label, text) rows, and with `dev` each document's depth and sentence tokens, as a headed TSV."""
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream, delimiter="\t", lineterminator="\n")
+        writer.writerow(["label", "text", "depth", "sentence_tokens"] if dev else ["label", "text"])
+        for (label, _), text, depth, n in rows:
+            writer.writerow([label, text, depth, n] if dev else [label, text])
 
 
 def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any]:
@@ -213,8 +227,17 @@ def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any
     for split, rows in (("train", train_rows), ("dev", dev_rows)):
         sentence_tokens = [len(ids) for ids in tokenizer([t for _, t in rows], add_special_tokens=False)["input_ids"]]
         split_rng = random.Random(f"{args.seed}-{split}")
-        documents = [build_document(text, n, args.max_depth, args.depth_sampling, window, split_rng, filler,
-                                    filler_tokens, args.tail) for (_, text), n in zip(rows, sentence_tokens)]
+        if split == "dev" and args.paired:  # each sentence once in every bucket (those that fit all three)
+            kept = [(row, n) for row, n in zip(rows, sentence_tokens)
+                    if len(strata(args.max_depth, n, window)) == len(BUCKETS)]
+            rows = [row for row, _ in kept for _ in BUCKETS]
+            sentence_tokens = [n for _, n in kept for _ in BUCKETS]
+            documents = [build_document(text, n, args.max_depth, args.depth_sampling, window, split_rng, filler,
+                                        filler_tokens, args.tail, stratum=BUCKETS[i % len(BUCKETS)])
+                         for i, ((_, text), n) in enumerate(zip(rows, sentence_tokens))]
+        else:
+            documents = [build_document(text, n, args.max_depth, args.depth_sampling, window, split_rng, filler,
+                                        filler_tokens, args.tail) for (_, text), n in zip(rows, sentence_tokens)]
         texts = [text for text, _, _ in documents]
         lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
         # the depth as the tokenizer counts it: the tokens of the text before the sentence
@@ -222,11 +245,11 @@ def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any
                                                 add_special_tokens=False)["input_ids"]]
         task[f"{split}_depth_mismatches"] = sum(depth != summed for depth, (_, _, summed) in zip(depths, documents))
         longest = max(longest, *lengths)
-        with (work / f"{split}.tsv").open("w", encoding="utf-8", newline="") as stream:
-            writer = csv.writer(stream, delimiter="\t", lineterminator="\n")
-            writer.writerow(["label", "text", "depth", "sentence_tokens"] if split == "dev" else ["label", "text"])
-            for (label, _), text, depth, n in zip(rows, texts, depths, sentence_tokens):
-                writer.writerow([label, text, depth, n] if split == "dev" else [label, text])
+        written = list(zip(rows, texts, depths, sentence_tokens))
+        if split == "dev" and args.paired:  # all three documents of each sentence are measured (dev-paired.tsv);
+            write_tsv(work / "dev-paired.tsv", written, dev=True)  # validation, one each, buckets in turn
+            written = [row for i, row in enumerate(written) if i % len(BUCKETS) == (i // len(BUCKETS)) % len(BUCKETS)]
+        write_tsv(work / f"{split}.tsv", written, dev=split == "dev")
         task[split] = {"documents": len(rows), "tokens": (min(lengths), statistics.median(lengths), max(lengths))}
         if split == "dev":
             task["dev_texts"], task["dev_labels"] = texts, [label for label, _ in rows]
@@ -259,7 +282,7 @@ def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any
     # windows for the longest document: 1 + ceil((n - w) / (w - stride)), w the window's content tokens
     task["max_chunks"] = 1 + max(0, math.ceil((longest - window) / (window - args.stride)))
     digest = hashlib.sha256()
-    for split in ("train", "dev", *(["warm"] if args.warm_start else [])):
+    for split in ("train", "dev", *(["dev-paired"] if args.paired else []), *(["warm"] if args.warm_start else [])):
         digest.update((work / f"{split}.tsv").read_bytes())
     task["digest"] = digest.hexdigest()[:16]
     return task
@@ -400,6 +423,7 @@ def measure(done: dict[str, Any], task: dict[str, Any], args: argparse.Namespace
     results = predictor.predict(texts, progress=False)
     done["predict_docs_s"] = len(texts) / (time.perf_counter() - started)
     right = [str(result["label"]) == str(label) for result, label in zip(results, labels)]
+    done["right"] = right  # per document, for the paired difference (--paired)
     done["accuracy"] = {"all": (100 * sum(right) / len(right), len(right))}
     for name in BUCKETS:
         mine = [ok for ok, where in zip(right, buckets) if where == name]
@@ -483,7 +507,17 @@ def section(args: argparse.Namespace, task: dict[str, Any], done: dict[str, dict
         run = done.get(name, {})
         accuracy = run.get("accuracy", {})
         first, beyond = accuracy.get("first", (None, 0)), accuracy.get("beyond", (None, 0))
-        if first[0] is not None and beyond[0] is not None:
+        if args.paired and run.get("right"):  # the same sentences in both buckets: their paired difference
+            right, buckets = run["right"], task["dev_buckets"]
+            width = len(BUCKETS)  # a sentence's documents lie together, in BUCKETS' order
+            differences = [100 * (int(right[i + width - 1]) - int(right[i])) for i in range(0, len(right), width)
+                           if tuple(buckets[i:i + width]) == BUCKETS]
+            gap = statistics.mean(differences)
+            noise = 1.96 * statistics.stdev(differences) / math.sqrt(len(differences))
+            gaps_ok.append(abs(gap) <= ACCURACY_GAP)
+            gap_parts.append(f"{name} {gap:+.1f} (±{noise:.1f} at 95%, paired over {len(differences)} sentences; "
+                             f"{sum(d != 0 for d in differences)} right in one bucket only)")
+        elif first[0] is not None and beyond[0] is not None:
             gap = beyond[0] - first[0]
             noise = 1.96 * math.hypot(standard_error(first), standard_error(beyond))
             gaps_ok.append(abs(gap) <= ACCURACY_GAP)
@@ -507,7 +541,8 @@ def section(args: argparse.Namespace, task: dict[str, Any], done: dict[str, dict
     verdicts = [
         f"- Chunked accuracy on documents whose sentence lies beyond {LONG} tokens within {ACCURACY_GAP:g} points "
         "of its accuracy when the sentence is in the first window (beyond - first, with the 95% interval of that "
-        "difference from the two buckets' sizes): " + judged(gaps_ok, gap_parts),
+        + ("difference over the sentences, each in both buckets): " if args.paired else
+           "difference from the two buckets' sizes): ") + judged(gaps_ok, gap_parts),
         f"- Truncation beyond {LONG} tokens (it sees none of the sentence there; the bucket's majority label is "
         f"{cell(majority['beyond'])}% of it): {chance or 'no truncation run'}",
         f"- Chunked training tokens/s >= {TOKENS_RATIO:g}x that of truncate-128 "
@@ -538,7 +573,11 @@ def section(args: argparse.Namespace, task: dict[str, Any], done: dict[str, dict
         + "Depths and lengths are counted with the bundled MiniLM "
         f"tokenizer (no special tokens). Train: {task['train']['documents']:,} documents from SST-2 train "
         f"sentences of >= {args.min_sentence_tokens} tokens (its shorter rows are sub-phrases); dev: "
-        f"{task['dev']['documents']:,} documents from SST-2 dev. Document tokens min / median / max: train "
+        + (f"{task['dev']['documents']:,} documents, each of {task['dev']['documents'] // len(BUCKETS):,} SST-2 dev "
+           "sentences placed once in every bucket (`--paired`: accuracy by bucket compares the same sentences; "
+           "validation during training reads one document of each sentence, the buckets in turn)"
+           if args.paired else f"{task['dev']['documents']:,} documents from SST-2 dev")
+        + ". Document tokens min / median / max: train "
         f"{'/'.join(f'{v:g}' for v in task['train']['tokens'])}, "
         f"dev {'/'.join(f'{v:g}' for v in task['dev']['tokens'])}.",
         f"- Buckets, by where the labelled sentence lies: **first** all of it within the first {WINDOW}-token "
@@ -631,6 +670,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warm-start", type=int, default=0, metavar="N",
                         help="first fine-tune the encoder on N SST-2 sentences alone (none in a document) and start "
                              "every run from it (default: 0, the bundled MiniLM)")
+    parser.add_argument("--paired", action="store_true",
+                        help="dev: each of --dev-docs sentences in three documents, one per bucket, so the buckets' "
+                             "accuracies compare the same sentences (their difference is paired)")
     parser.add_argument("--depth-sampling", choices=("stratified", "uniform"), default="stratified",
                         help="stratified: a third of the documents in each bucket's depth range; uniform: 0..max")
     parser.add_argument("--min-sentence-tokens", type=int, default=8,
@@ -696,7 +738,7 @@ def main() -> None:
             done[run["name"]]["failed"] = f"measuring: {type(error).__name__}: {str(error).splitlines()[0]}"
             failed.append(run["name"])
         print(f"{run['name']}: " + json.dumps({key: value for key, value in done[run["name"]].items()
-                                               if key not in ("metrics", "overrides")}), flush=True)
+                                               if key not in ("metrics", "overrides", "right")}), flush=True)
         write_section(TITLE, section(args, task, done, info, load), args.docs)
     print(f"all runs done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     if failed:
