@@ -34,6 +34,13 @@ def rss() -> tuple[float, float]:
     return int(status["RssAnon"].split()[0]) / 1024, int(status["RssFile"].split()[0]) / 1024
 
 
+def arrow_mib() -> float:
+    """MiB allocated from Arrow's default memory pool now (its allocator may keep more: see `release_freed`)."""
+    import pyarrow
+
+    return pyarrow.total_allocated_bytes() / 2**20
+
+
 def file_pages() -> list[tuple[int, str]]:
     """(resident MiB, path) of the mapped files holding the most pages, from /proc/self/smaps."""
     found: dict[str, int] = {}
@@ -55,7 +62,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while True:
             anon, file = rss()
-            self.samples.append((time.perf_counter(), self.phase, anon, file))
+            self.samples.append((time.perf_counter(), self.phase, anon, file, arrow_mib()))
             if anon + file > self.peak[0]:
                 stack = traceback.extract_stack(sys._current_frames().get(self.main))
                 where = " < ".join(f"{frame.name}:{frame.lineno}" for frame in reversed(stack)
@@ -106,13 +113,14 @@ def main() -> None:
     time.sleep(0.1)
     high_water = int(dict(line.split(":", 1) for line in open("/proc/self/status"))["VmHWM"].split()[0]) / 1024
     print(f"set-up {took:.1f} s; peak RSS (VmHWM) {high_water:.0f} MiB\n")
-    print("| from (s) | peak in phase (MiB) | anon | file pages | phase: after the log line |\n|--:|--:|--:|--:|---|")
-    phases: dict[str, tuple[float, float, float, float]] = {}
-    for at, phase, anon, file in sampler.samples:
-        first = phases.get(phase, (at - started, 0, 0, 0))
-        phases[phase] = first if first[1] >= anon + file else (first[0], anon + file, anon, file)
-    for phase, (at, total, anon, file) in phases.items():
-        print(f"| {at:.1f} | {total:.0f} | {anon:.0f} | {file:.0f} | {phase} |")
+    print("| from (s) | peak in phase (MiB) | anon | file pages | Arrow's pool | phase: after the log line |\n"
+          "|--:|--:|--:|--:|--:|---|")
+    phases: dict[str, tuple[float, float, float, float, float]] = {}
+    for at, phase, anon, file, arrow in sampler.samples:
+        first = phases.get(phase, (at - started, 0, 0, 0, 0))
+        phases[phase] = first if first[1] >= anon + file else (first[0], anon + file, anon, file, arrow)
+    for phase, (at, total, anon, file, arrow) in phases.items():
+        print(f"| {at:.1f} | {total:.0f} | {anon:.0f} | {file:.0f} | {arrow:.0f} | {phase} |")
     total, where, files = sampler.peak
     print(f"\nhighest sample {total:.0f} MiB, in: {where}")
     for mib, path in files:
