@@ -9,6 +9,9 @@ a third of the documents have the sentence inside the first 128-token window, a 
 tokens, a third beyond the first 512 (`--depth-sampling uniform`: uniform over 0..--max-depth instead). The
 filler runs on after the sentence, so every document has about --max-depth + 20-80 tokens (`--tail N`: for a
 random 0..N tokens after it, so a document ends soon after its sentence: the same depths, fewer windows).
+`--paired`: each dev sentence in three documents of one length, one per bucket, so that the buckets compare the
+same sentences in documents of the same length (with --tail, training documents are long only where the sentence
+lies deep; dev documents paired this way are not, so what differs between buckets is the depth alone).
 
 Same model (the bundled MiniLM-L6) and budget for every run, each a fresh `python train.py data=files ...`
 process with its own run directory and a cold token cache:
@@ -167,12 +170,12 @@ def strata(max_depth: int, sentence_tokens: int, window: int) -> list[tuple[str,
 
 def build_document(sentence: str, tokens: int, max_depth: int, sampling: str, window: int, rng: random.Random,
                    filler: list[str], filler_tokens: list[int], tail: int | None = None,
-                   stratum: str | None = None) -> tuple[str, int, int]:
+                   stratum: str | None = None, end: int | None = None) -> tuple[str, int, int, int]:
     """Filler sentences with `sentence` (of `tokens` tokens) after `depth` tokens of them; the filler goes on to
-    about `max_depth` tokens in all (with `tail`: for a random 0..`tail` tokens after the sentence). `stratum`
-    names the bucket whose depth range to draw from (default: one at random, or any depth with uniform sampling).
-    Returns the text, where the sentence starts in it (characters) and the depth as the sum of the filler
-    sentences' token counts."""
+    about `max_depth` tokens in all (with `tail`: for a random 0..`tail` tokens after the sentence; with `end`: until
+    the filler holds `end` tokens). `stratum` names the bucket whose depth range to draw from (default: one at
+    random, or any depth with uniform sampling). Returns the text, where the sentence starts in it (characters),
+    the depth as the sum of the filler sentences' token counts, and the filler's tokens in all."""
     ranges = strata(max_depth, tokens, window) or [("any", 0, max_depth)]
     if stratum is not None:
         name, low, high = next(found for found in ranges if found[0] == stratum)
@@ -189,13 +192,14 @@ def build_document(sentence: str, tokens: int, max_depth: int, sampling: str, wi
         if name == "any" or bucket(depth, tokens, window) == name:
             break
     after, total = [], depth
-    end = max_depth if tail is None else depth + tokens + rng.randint(0, tail)
+    if end is None:
+        end = max_depth if tail is None else depth + tokens + rng.randint(0, tail)
     while total < end:
         j = rng.randrange(len(filler))
         after.append(filler[j])
         total += filler_tokens[j]
     prefix = " ".join(before) + (" " if before else "")
-    return prefix + " ".join([sentence, *after]), len(prefix), depth
+    return prefix + " ".join([sentence, *after]), len(prefix), depth, total
 
 
 def write_tsv(path: Path, rows: list[tuple[tuple[str, str], str, int, int]], dev: bool) -> None:
@@ -232,18 +236,22 @@ def build_task(args: argparse.Namespace, tokenizer, work: Path) -> dict[str, Any
                     if len(strata(args.max_depth, n, window)) == len(BUCKETS)]
             rows = [row for row, _ in kept for _ in BUCKETS]
             sentence_tokens = [n for _, n in kept for _ in BUCKETS]
-            documents = [build_document(text, n, args.max_depth, args.depth_sampling, window, split_rng, filler,
-                                        filler_tokens, args.tail, stratum=BUCKETS[i % len(BUCKETS)])
-                         for i, ((_, text), n) in enumerate(zip(rows, sentence_tokens))]
+            documents = []
+            for (_, text), n in kept:  # the deepest first: the others are filled to its length
+                deepest = build_document(text, n, args.max_depth, args.depth_sampling, window, split_rng, filler,
+                                         filler_tokens, args.tail, stratum=BUCKETS[-1])
+                documents += [build_document(text, n, args.max_depth, args.depth_sampling, window, split_rng, filler,
+                                             filler_tokens, stratum=name, end=deepest[3]) for name in BUCKETS[:-1]]
+                documents.append(deepest)
         else:
             documents = [build_document(text, n, args.max_depth, args.depth_sampling, window, split_rng, filler,
                                         filler_tokens, args.tail) for (_, text), n in zip(rows, sentence_tokens)]
-        texts = [text for text, _, _ in documents]
+        texts = [text for text, *_ in documents]
         lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
         # the depth as the tokenizer counts it: the tokens of the text before the sentence
-        depths = [len(ids) for ids in tokenizer([text[:start] for text, start, _ in documents],
+        depths = [len(ids) for ids in tokenizer([text[:start] for text, start, *_ in documents],
                                                 add_special_tokens=False)["input_ids"]]
-        task[f"{split}_depth_mismatches"] = sum(depth != summed for depth, (_, _, summed) in zip(depths, documents))
+        task[f"{split}_depth_mismatches"] = sum(depth != summed for depth, (_, _, summed, _) in zip(depths, documents))
         longest = max(longest, *lengths)
         written = list(zip(rows, texts, depths, sentence_tokens))
         if split == "dev" and args.paired:  # all three documents of each sentence are measured (dev-paired.tsv);
@@ -574,8 +582,9 @@ def section(args: argparse.Namespace, task: dict[str, Any], done: dict[str, dict
         f"tokenizer (no special tokens). Train: {task['train']['documents']:,} documents from SST-2 train "
         f"sentences of >= {args.min_sentence_tokens} tokens (its shorter rows are sub-phrases); dev: "
         + (f"{task['dev']['documents']:,} documents, each of {task['dev']['documents'] // len(BUCKETS):,} SST-2 dev "
-           "sentences placed once in every bucket (`--paired`: accuracy by bucket compares the same sentences; "
-           "validation during training reads one document of each sentence, the buckets in turn)"
+           "sentences placed once in every bucket, its three documents of one length, the deepest one's (`--paired`: "
+           "accuracy by bucket compares the same sentences and lengths, only the depth differs; validation during "
+           "training reads one document of each sentence, the buckets in turn)"
            if args.paired else f"{task['dev']['documents']:,} documents from SST-2 dev")
         + ". Document tokens min / median / max: train "
         f"{'/'.join(f'{v:g}' for v in task['train']['tokens'])}, "
@@ -671,8 +680,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="first fine-tune the encoder on N SST-2 sentences alone (none in a document) and start "
                              "every run from it (default: 0, the bundled MiniLM)")
     parser.add_argument("--paired", action="store_true",
-                        help="dev: each of --dev-docs sentences in three documents, one per bucket, so the buckets' "
-                             "accuracies compare the same sentences (their difference is paired)")
+                        help="dev: each of --dev-docs sentences in three documents of one length, one per bucket, so "
+                             "the buckets' accuracies compare the same sentences and lengths, only the depth differs "
+                             "(their difference is paired)")
     parser.add_argument("--depth-sampling", choices=("stratified", "uniform"), default="stratified",
                         help="stratified: a third of the documents in each bucket's depth range; uniform: 0..max")
     parser.add_argument("--min-sentence-tokens", type=int, default=8,
