@@ -234,9 +234,10 @@ def test_one_label_a_row_splits_as_the_lists_do_from_four_bytes_a_row(tmp_path, 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the resident set is read from /proc")
-def test_training_reads_at_random_keep_the_file_pages_bounded_and_memory_of_its_own_intact(tmp_path, monkeypatch):
+def test_training_reads_at_random_keep_the_file_pages_bounded_and_memory_of_its_own_intact(tmp_path):
     """Rows read at random map ~150 KB of the file each (fault-around); the loader's dataset gives those pages
-    back every RELEASE_ROWS rows. Releasing memory that is the process's own (an in-memory table) loses nothing."""
+    back after each read, where datasets' own reads keep them. Releasing memory that is the process's own (an
+    in-memory table) loses nothing."""
     import random
 
     from headfit.data import datamodule
@@ -247,16 +248,18 @@ def test_training_reads_at_random_keep_the_file_pages_bounded_and_memory_of_its_
     Dataset.from_dict({"input_ids": [[i] * 200 for i in range(32_000)]}).save_to_disk(tmp_path / "big")  # 26 MB
     rows = random.Random(0).sample(range(32_000), 2_000)
     grown = {}
-    for every in (10**9, 16):
-        monkeypatch.setattr(datamodule, "RELEASE_ROWS", every)
-        reader = datamodule._Rows(Dataset.load_from_disk(tmp_path / "big"), ["input_ids"])
-        release_pages(reader.data.data.column("input_ids"))
+    for reader in ("datasets", "loader"):
+        data = Dataset.load_from_disk(tmp_path / "big")
+        read = data.__getitem__ if reader == "datasets" else datamodule._Rows(data, ["input_ids"]).__getitems__
+        release_pages(data.data.column("input_ids"))
         before = file_pages()
         for start in range(0, len(rows), 16):
-            batch = reader.__getitems__(rows[start:start + 16])
-            assert [row["input_ids"][0] for row in batch] == rows[start:start + 16]
-        grown[every] = file_pages() - before
-    assert grown[10**9] > 10_000 and grown[16] < grown[10**9] / 3, grown
+            batch = read(rows[start:start + 16])
+            got = batch["input_ids"] if reader == "datasets" else [row["input_ids"] for row in batch]
+            assert [ids[0] for ids in got] == rows[start:start + 16]
+        grown[reader] = file_pages() - before
+        release_pages(data.data.column("input_ids"))
+    assert grown["datasets"] > 10_000 and grown["loader"] < grown["datasets"] / 3, grown
 
     own = Dataset.from_dict({"n": list(range(100_000))}).data.column("n")  # in memory
     release_pages(own)

@@ -46,7 +46,7 @@ from transformers import DataCollatorWithPadding
 
 from headfit.data import options
 from headfit.data.checks import check_rows, first_unreadable
-from headfit.data.memory import release_freed, release_pages
+from headfit.data.memory import advise, page_ranges, release_freed
 from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
 from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, load_source, numpy_column,
                                   pieces, problem_rows, ragged_column, select, single_ids)
@@ -64,9 +64,6 @@ log = logging.getLogger(__name__)
 UNBOUNDED_WINDOWS = 2
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
-
-# rows a loader reads between giving back its file pages: read at random, each maps ~150 KB of the file (_Rows)
-RELEASE_ROWS = 128
 
 
 class TextClassificationDataModule(pl.LightningDataModule):
@@ -518,16 +515,20 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
 def first_rows(values: pa.ChunkedArray) -> dict[Any, tuple[int, int]]:
     """{value: (the position of its first row, its rows)} for each distinct value, in the order they first occur.
-    One chunk at a time: a few values held, not a hash table of the whole column."""
+    One chunk at a time: a few values held, not a hash table of the whole column, and the file pages of each chunk
+    given back once it is counted."""
     found: dict[Any, list[int]] = {}
     start = 0
+    mapped = page_ranges(values, own=False)
     for chunk in values.chunks:
+        advise(mapped)  # the previous chunk's pages (and what reading it mapped around them)
         encoded = chunk.dictionary_encode()
         ids = encoded.indices.to_numpy(zero_copy_only=False)
         _, first = np.unique(ids, return_index=True)  # dictionary entry i first occurs at first[i]
         for value, position, rows in zip(encoded.dictionary.to_pylist(), first, np.bincount(ids)):
             found.setdefault(value, [start + int(position), 0])[1] += int(rows)
         start += len(chunk)
+    advise(mapped)
     return {value: (position, rows) for value, (position, rows) in found.items()}
 
 
@@ -571,24 +572,25 @@ class _ResumableLoader(DataLoader):
 
 
 class _Rows(torch.utils.data.Dataset):
-    """An Arrow split as rows for the DataLoader; fetches a whole batch in one read (`__getitems__`). Every
-    RELEASE_ROWS rows read, the pages of the memory-mapped files they came from leave the reading process's
-    resident set (the page cache keeps them): rows read at random would otherwise make the whole token file
-    resident within an epoch, however many rows it has (headfit/data/memory.py)."""
+    """An Arrow split as rows for the DataLoader; fetches a whole batch in one read (`__getitems__`). After each
+    read, the pages of the memory-mapped files it came from leave the reading process's resident set (the page
+    cache keeps them): a row read at random maps ~150 KB around it, up to a whole large folio, so rows read at random
+    would otherwise make the whole token file resident within an epoch, however many rows it has
+    (headfit/data/memory.py)."""
 
     def __init__(self, data: Dataset, columns: Sequence[str]):
         self.data = data.select_columns([c for c in columns if c in data.column_names])
-        self.unreleased = 0  # rows read since the pages were last given back (per process: each worker its own)
+        self.mapped: tuple[int, list[tuple[int, int, int]]] | None = None  # (process id, its file mappings' ranges)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        self.unreleased += len(indices)
-        if self.unreleased >= RELEASE_ROWS:
-            self.unreleased = 0
-            release_pages(*(self.data.data.column(name) for name in self.data.column_names))
         columns = self.data[indices]
+        if self.mapped is None or self.mapped[0] != os.getpid():  # each worker its own: a spawned one maps anew
+            self.mapped = (os.getpid(), page_ranges(*(self.data.data.column(name) for name in self.data.column_names),
+                                                    own=False))
+        advise(self.mapped[1])
         return [{**{key: values[j] for key, values in columns.items()}, "index": i} for j, i in enumerate(indices)]
 
     def __getitem__(self, index: int | list[int]) -> dict[str, Any] | list[dict[str, Any]]:

@@ -43,13 +43,16 @@ from torch.utils.data import DistributedSampler
 
 
 class LengthGroupedSampler(DistributedSampler):
-    """`lengths`: tokens per row, a NumPy array (or any sequence). The epoch's order is one int32 tensor, 4
-    bytes a row, cut into batches as they are yielded (see the module doc)."""
+    """`lengths`: tokens per row, a NumPy array (or any sequence). Holds the lengths as int16 (int32 past 32,767
+    tokens) and, while an epoch runs, its order as one int32 tensor and its batches' shuffle: 6 bytes a row, the
+    batches cut from the order as they are yielded (see the module doc)."""
 
     def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0, pool_batches: int = 64):
         super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
-        self.lengths = torch.from_numpy(np.array(lengths, dtype=np.int32))  # a copy: arrays from Arrow are read-only
+        lengths = np.asarray(lengths)
+        small = not len(lengths) or int(lengths.max()) <= np.iinfo(np.int16).max
+        self.lengths = torch.from_numpy(lengths.astype(np.int16 if small else np.int32))  # a copy: Arrow's is read-only
         self.batch_size, self.pool_batches = batch_size, pool_batches
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
 
@@ -57,33 +60,40 @@ class LengthGroupedSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.resume_at = (epoch, batches)
 
-    def order(self) -> torch.Tensor:
-        """This epoch's rows, global batch after global batch (the short one, if any, last)."""
-        size = self.batch_size * self.num_replicas
+    def arranged(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This epoch's rows grouped into global batches, and the order in which its full global batches are
+        taken (None: as they lie); the short batch, if any, lies last and is taken last."""
         if not self.shuffle:
-            return torch.argsort(self.lengths, descending=True, stable=True).int()
+            return torch.argsort(self.lengths, descending=True, stable=True).int(), None
+        size = self.batch_size * self.num_replicas
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator, dtype=torch.int32)  # int64's permutation
-        for pool in order.split(size * self.pool_batches):  # sorted in place: two orders at most, 8 bytes a row
+        for pool in order.split(size * self.pool_batches):  # sorted in place: the one order
             pool.copy_(pool[torch.argsort(self.lengths[pool], descending=True, stable=True)])
-        full = len(order) // size  # every pool but the last is whole batches: the short batch ends the last one
-        shuffled = torch.empty_like(order)
-        torch.index_select(order[: full * size].view(full, size), 0, torch.randperm(full, generator=generator),
-                           out=shuffled[: full * size].view(full, size))
-        shuffled[full * size:] = order[full * size:]
-        return shuffled
+        # every pool but the last is whole batches: the short batch ends the last one
+        return order, torch.randperm(len(order) // size, generator=generator)
+
+    def order(self) -> torch.Tensor:
+        """This epoch's rows, global batch after global batch (the short one, if any, last)."""
+        order, taken = self.arranged()
+        if taken is None:
+            return order
+        full = len(taken) * self.batch_size * self.num_replicas
+        return torch.cat([order[:full].view(len(taken), -1)[taken].flatten(), order[full:]]) if full else order
 
     def global_batches(self) -> list[torch.Tensor]:
         """This epoch's global batches (row indices), in order, before they are split between ranks."""
         return list(self.order().long().split(self.batch_size * self.num_replicas))
 
     def _slices(self) -> Iterator[torch.Tensor]:
-        order, size = self.order(), self.batch_size * self.num_replicas
-        start = 0
+        order, taken = self.arranged()
+        size = self.batch_size * self.num_replicas
+        first = 0
         if self.resume_at is not None and self.resume_at[0] == self.epoch:
-            start, self.resume_at = self.resume_at[1] * size, None
-        for start in range(start, len(order), size):
-            batch = order[start:start + size]
+            first, self.resume_at = self.resume_at[1], None
+        for index in range(first, -(-len(order) // size)):
+            at = int(taken[index]) if taken is not None and index < len(taken) else index
+            batch = order[at * size:(at + 1) * size]
             if len(batch) < self.num_replicas:  # too few rows for every rank: repeat some (see module doc)
                 batch = batch.repeat(self.num_replicas)[: self.num_replicas]
             yield batch.tensor_split(self.num_replicas)[self.rank]

@@ -319,8 +319,13 @@ def _take(column: pa.ChunkedArray, rows: np.ndarray, release: bool = False) -> p
 
 
 def numpy_column(data: Dataset, name: str) -> np.ndarray:
-    """A column of numbers or booleans as one NumPy array."""
-    return arrow_column(data, name).to_numpy()
+    """A column of numbers or booleans as one NumPy array; the file pages it was read from leave the process's
+    resident set (a column read whole maps the other columns' pages around it too)."""
+    column = arrow_column(data, name, release=True)  # with a mapping: released as taken
+    values = column.to_numpy()
+    if data._indices is None:
+        release_pages(column)  # the file's own buffers: `values` may be a view of them, read back when used
+    return values
 
 
 def ragged_column(data: Dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -351,25 +356,29 @@ def problem_rows(data: Dataset) -> np.ndarray:
 
 
 def select(data: Dataset, rows: Sequence[int] | np.ndarray) -> Dataset:
-    """The given rows, as an index mapping onto the same table (8 bytes a row, in memory): nothing of the table
-    is copied, however many rows the split has.
+    """The given rows, as an index mapping onto the same table (in memory: 4 bytes a row given uint32 or int32 row
+    numbers, 8 given 64-bit ones): nothing of the table is copied, however many rows the split has.
 
     What `data.select(rows)` returns, built here because datasets (5.2) turns the row numbers into a Python list
     on the way: a NumPy scalar and a pointer, ~40 bytes a row for a moment (150 MiB at 4M rows) and a second
-    copy of the mapping, where this holds the one array. The fingerprint is a digest of `data`'s and the rows',
-    so a set-up that selects the same rows again finds the caches keyed on it."""
+    copy of the mapping, where this holds the one array (datasets takes any unsigned mapping). The fingerprint is a
+    digest of `data`'s and the rows' (as 64-bit numbers, whatever their type), so a set-up that selects the same
+    rows again finds the caches keyed on it."""
     rows = np.asarray(rows)
-    if rows.dtype != np.uint64:
-        if len(rows) and (rows.dtype.kind not in "iu" or rows.min() < 0):
-            raise IndexError(f"row numbers must be non-negative integers, not {rows.dtype} from {rows.min()}")
-        rows = rows.view(np.uint64) if rows.dtype == np.int64 else rows.astype(np.uint64)
+    if len(rows) and (rows.dtype.kind not in "iu" or rows.min() < 0):
+        raise IndexError(f"row numbers must be non-negative integers, not {rows.dtype} from {rows.min()}")
+    if rows.dtype in (np.int32, np.int64):
+        rows = rows.view(np.uint32 if rows.dtype == np.int32 else np.uint64)  # no copy
+    elif rows.dtype not in (np.uint32, np.uint64):
+        rows = rows.astype(np.uint32 if len(data) <= np.iinfo(np.uint32).max else np.uint64)
     if len(rows) and int(rows.max()) >= len(data):
         raise IndexError(f"row {int(rows.max())} is out of range for {len(data)} rows")
     mapping = pa.array(rows)  # no copy
     if data._indices is not None:  # rows of rows: compose with the mapping `data` already has
         mapping = data._indices.column(0).take(mapping)
     digest = hashlib.sha256(f"select|{data._fingerprint}|".encode())
-    digest.update(np.ascontiguousarray(rows).data)
+    for start in range(0, len(rows), TAKE_ROWS):  # a piece at a time: no 64-bit copy of all the rows
+        digest.update(rows[start:start + TAKE_ROWS].astype(np.uint64).data)
     selected = Dataset(data._data, info=data.info.copy(), split=data.split,
                        indices_table=InMemoryTable(pa.table({"indices": mapping})), fingerprint=digest.hexdigest()[:32])
     form = data.format

@@ -12,7 +12,7 @@ import numpy as np
 
 def stratified_split(values: np.ndarray, offsets: np.ndarray | None, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, validation rows), each ascending: `fraction` of each stratum, seeded.
+    """(train rows, validation rows), each ascending (uint32 where the rows fit): `fraction` of each stratum, seeded.
 
     A row's stratum is its label; for multilabel rows, the rarest label it carries (rows without labels form
     one stratum), so rare labels reach the validation set too. Every label with at least 2 rows keeps at least
@@ -39,7 +39,20 @@ def stratified_split(values: np.ndarray, offsets: np.ndarray | None, fraction: f
         del members
     if not single:  # a label that is no row's rarest may still miss a side
         _cover(values, offsets, frequency, validation, rng)
-    return np.flatnonzero(~validation), np.flatnonzero(validation)
+    return positions(~validation), positions(validation)
+
+
+def positions(mask: np.ndarray, piece: int = 1 << 20) -> np.ndarray:
+    """Where `mask` is set, ascending: uint32 (4 bytes a row) where the rows fit, found a piece at a time, so no
+    64-bit array of all the positions is made on the way."""
+    dtype = np.uint32 if len(mask) <= np.iinfo(np.uint32).max else np.uint64
+    found = np.empty(int(np.count_nonzero(mask)), dtype=dtype)
+    filled = 0
+    for start in range(0, len(mask), piece):
+        here = np.flatnonzero(mask[start:start + piece])
+        found[filled:filled + len(here)] = here + start
+        filled += len(here)
+    return found
 
 
 def _rarest(values: np.ndarray, offsets: np.ndarray, frequency: np.ndarray) -> np.ndarray:
