@@ -647,7 +647,8 @@ def command(args: argparse.Namespace) -> str:
     for key, value in vars(args).items():
         if key in ("data_dir", "runs_dir", "reuse", "docs") or value == getattr(defaults, key):
             continue
-        flags.append(f"--{key.replace('_', '-')} {','.join(value) if isinstance(value, list) else value}")
+        flag = f"--{key.replace('_', '-')}"
+        flags.append(flag if value is True else f"{flag} {','.join(value) if isinstance(value, list) else value}")
     return " ".join(["python benchmarks/long_docs.py", *flags])
 
 
