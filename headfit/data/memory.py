@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import mmap
 import sys
 
@@ -60,10 +61,17 @@ def advise(ranges: list[tuple[int, int, int]]) -> None:
     """madvise each (low, high, advice) range (from `page_ranges`)."""
     if not ranges:
         return
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise = _libc().madvise
     for low, high, advice in ranges:
         madvise(low, high - low, advice)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, its `madvise` typed: looked up once, as the loader advises after every read."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
 
 
 def _pieces(start: int, end: int, files: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
@@ -102,6 +110,6 @@ def release_freed() -> None:
     from the heap, and the heap keeps what they leave)."""
     pa.default_memory_pool().release_unused()
     if sys.platform.startswith("linux"):
-        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc; absent from musl
+        trim = getattr(_libc(), "malloc_trim", None)  # glibc; absent from musl
         if trim is not None:
             trim(0)
