@@ -33,6 +33,14 @@ cost of a 2,000-token document: `Predictor.predict([doc])` against the sum of it
     python benchmarks/long_docs.py --train-docs 64 --dev-docs 32 --max-depth 600 --runs-dir /tmp/ldb \\
         --docs /tmp/bench.md                       # a quick check of the whole script
     python benchmarks/long_docs.py --reuse         # keep finished runs (same data and budget), redo the rest
+    python benchmarks/long_docs.py --tail 128 --max-chunks-per-batch 32 --speed-rounds 3
+                                                   # training tokens/s alone, in paired rounds (below)
+
+`--speed-rounds R` measures training throughput alone, into its own section: R rounds, each a short run
+(`trainer.max_steps=--speed-steps`, validation cut to two batches) of every run in --runs, truncate-128 first in
+even rounds and last in odd ones, so a slower or faster spell of the machine falls on both; the verdict is the
+median over the rounds of each chunked run's tokens/s over truncate-128's in the same round. One full run of each
+gives a single figure whose run-to-run spread (~10 % on these machines) is as large as the margin it is judged by.
 
 Writes its section of --docs (docs/benchmarks.md) after every run, so a run stopped early keeps what it
 measured. Needs ../shared/datasets/sst2 (or --data-dir); without it the script says so and exits 0.
@@ -62,6 +70,7 @@ from report import BENCHMARKS_MD, REPO, write_section  # first: puts this checko
 from throughput import machine  # noqa: E402
 
 TITLE = "Long documents: chunk, stride and aggregate (issue #13)"
+SPEED_TITLE = "Long documents: training throughput in paired rounds (issue #13)"
 RUNS = ("truncate-128", "truncate-512", "chunk-128-mean", "chunk-128-max", "chunk-128-attention")
 WINDOW = 128          # the chunked runs' data.max_length, and the "first window" of the depth buckets
 LONG = 512            # the longer truncation, and the "beyond" bucket's bound
@@ -364,6 +373,74 @@ def train_log(path: Path) -> dict[str, Any]:
     return {"samples_s": statistics.median(s for _, s, _ in used) if used else None,
             "tokens_s": statistics.median(t for _, _, t in used) if used else None,
             "progress_lines": len(used), "fit_s": fit}
+
+
+def speed_rounds(args: argparse.Namespace, task: dict[str, Any], info: dict[str, str], load: float) -> None:
+    """--speed-rounds: short runs of every run in --runs, taking turns, round after round; writes SPEED_TITLE."""
+    planned = planned_runs(args, args.runs_dir / "data", task)
+    base = "truncate-128"
+    figures: dict[str, list[dict[str, Any]]] = {run["name"]: [] for run in planned}
+    for number in range(args.speed_rounds):
+        order = planned if number % 2 == 0 else planned[::-1]
+        for run in order:
+            directory = args.runs_dir / "speed" / f"{run['name']}-{number}"
+            short = {**run, "dir": directory, "overrides": [
+                *(o for o in run["overrides"] if not o.startswith(("hydra.run.dir=", "paths.cache_dir=",
+                                                                     "callbacks.progress.every_n_steps="))),
+                f"trainer.max_steps={args.speed_steps}", "trainer.limit_val_batches=2",
+                "trainer.num_sanity_val_steps=0", f"callbacks.progress.every_n_steps={args.speed_log_every}",
+                f"hydra.run.dir={directory}", f"paths.cache_dir={directory / 'cache'}"]}
+            done = train(short, args.threads, False, task["digest"])
+            figures[run["name"]].append(done)
+            print(f"round {number} {run['name']}: {done['tokens_s']:.0f} tokens/s over {done['progress_lines']} "
+                  "progress lines", flush=True)
+        write_section(SPEED_TITLE, speed_section(args, figures, base, info, load), args.docs)
+
+
+def speed_section(args: argparse.Namespace, figures: dict[str, list[dict[str, Any]]], base: str,
+                  info: dict[str, str], load: float) -> str:
+    rounds = max(map(len, figures.values()))
+    rows, parts, oks = [], [], []
+    for name, done in figures.items():
+        ratios = [run["tokens_s"] / mine["tokens_s"] for run, mine in zip(done, figures.get(base, []))
+                  if run.get("tokens_s") and mine.get("tokens_s")]
+        cells = [f"{run['tokens_s']:.0f}" if run.get("tokens_s") else "—" for run in done]
+        cells += ["—"] * (rounds - len(cells))
+        middle = statistics.median(ratios) if ratios and name != base else None
+        rows.append(f"| {name} | " + " | ".join(cells) + " | "
+                    + (f"{statistics.median(r['tokens_s'] for r in done if r.get('tokens_s')):.0f}" if done else "—")
+                    + " | " + (" / ".join(f"{r:.2f}" for r in ratios) if name != base else "—")
+                    + f" | {'—' if middle is None else f'{middle:.2f}x'} |")
+        if name.startswith("chunk-") and middle is not None:
+            oks.append(middle >= TOKENS_RATIO)
+            parts.append(f"{name} {middle:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}x)")
+    chunked = [name for name in figures if name.startswith("chunk-")]
+    verdict_text = (verdict(all(oks)) if oks and len(oks) == len(chunked) and base in figures else verdict(None))
+    return "\n".join([
+        f"Written by `benchmarks/long_docs.py --speed-rounds` on {time.strftime('%Y-%m-%d %H:%M')}, after "
+        f"{rounds} round(s); wall-clock.",
+        "",
+        f"- Command: `{command(args)}`",
+        f"- Machine: {info['cpu']}; OMP_NUM_THREADS={args.threads}; 1-minute load average {load:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} when this was written",
+        f"- Versions: {info['versions']}",
+        f"- Each round: every run below once, a fresh `python train.py data=files ...` process on the training "
+        f"documents of the section above (same flags: --tail {args.tail}, {args.train_docs:,} documents), from "
+        f"the bundled MiniLM-L6 (weights do not change the speed), `trainer.max_steps={args.speed_steps}`, "
+        f"batch {args.batch_size} documents"
+        + (f", `data.max_chunks_per_batch={args.max_chunks_per_batch}`" if args.max_chunks_per_batch else "")
+        + f"; {base} first in even rounds and last in odd ones. Tokens/s: non-padding tokens of the windows "
+        "the encoder read (stride overlap and special tokens included), the median of train.log's progress "
+        f"lines (one every {args.speed_log_every} steps or 30 s, the first left out), validation not included.",
+        "",
+        "| run | " + " | ".join(f"round {n} tokens/s" for n in range(rounds)) + " | median tokens/s | "
+        f"/ {base} in the same round | median ratio |",
+        "|---|" + "--:|" * rounds + "--:|--:|--:|",
+        *rows,
+        "",
+        f"- Chunked training tokens/s >= {TOKENS_RATIO:g}x that of {base}, the median over the rounds of the "
+        f"ratio within a round: {verdict_text}" + (f" ({'; '.join(parts)})" if parts else ""),
+    ])
 
 
 def warm_start(args: argparse.Namespace, work: Path, task: dict[str, Any]) -> Path:
@@ -700,6 +777,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-every", type=int, default=10,
                         help="callbacks.progress.every_n_steps: a progress line (a throughput value) every N steps")
     parser.add_argument("--cost-repeats", type=int, default=7, help="timed calls per prediction-cost figure")
+    parser.add_argument("--speed-rounds", type=int, default=0, metavar="R",
+                        help="measure training tokens/s alone: R rounds of short runs taking turns (see above)")
+    parser.add_argument("--speed-steps", type=int, default=60, help="--speed-rounds: optimizer steps of each run")
+    parser.add_argument("--speed-log-every", type=int, default=5,
+                        help="--speed-rounds: callbacks.progress.every_n_steps of each run")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the runs, torch threads here")
     parser.add_argument("--reuse", action="store_true",
                         help="skip a run whose directory holds metrics.json from the same overrides and data")
@@ -730,6 +812,12 @@ def main() -> None:
           f"cost document {task['cost_tokens']} tokens; depths that differ from the filler's summed token counts: "
           f"train {task['train_depth_mismatches']}, dev {task['dev_depth_mismatches']}; written in "
           f"{time.perf_counter() - started:.0f}s", flush=True)
+    if args.speed_rounds:
+        if "truncate-128" not in args.runs:
+            sys.exit("--speed-rounds compares with truncate-128: name it in --runs")
+        speed_rounds(args, task, machine(), load)
+        print(f"all rounds done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+        return
     encoder = warm_start(args, args.runs_dir / "data", task) if args.warm_start else None
     info, done, failed = machine(), {}, []
     for run in planned_runs(args, args.runs_dir / "data", task, encoder):
