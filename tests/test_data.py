@@ -211,8 +211,8 @@ def test_select_is_datasets_select_without_its_per_row_python_objects(tmp_path, 
     assert sources.numpy_column(inner, "n").tolist() == list(range(10, 40))
 
 
-def test_one_label_a_row_splits_as_the_lists_do_from_four_bytes_a_row(tmp_path, monkeypatch):
-    """The split of a single-label column reads it as one int32 per row (in pieces) and draws the same rows as
+def test_one_label_a_row_splits_as_the_lists_do_from_a_byte_a_row(tmp_path, monkeypatch):
+    """The split of a single-label column reads it as one small integer per row (in pieces) and draws the same rows as
     the list layout; a column where some row holds no label or two keeps the list layout."""
     import numpy as np
 
@@ -223,14 +223,33 @@ def test_one_label_a_row_splits_as_the_lists_do_from_four_bytes_a_row(tmp_path, 
     ids = [[i % 3 if i % 5 else 3] for i in range(40)]
     Dataset.from_dict({"ids": ids}).save_to_disk(tmp_path / "one")
     data = Dataset.load_from_disk(tmp_path / "one")
-    single = sources.single_ids(data, "ids")
-    assert single.dtype == np.int32 and single.tolist() == [row[0] for row in ids]
+    single = sources.single_ids(data, "ids", labels=4)
+    assert single.dtype == np.int8 and single.tolist() == [row[0] for row in ids]  # a byte a row
+    assert sources.single_ids(data, "ids", labels=300).dtype == np.int16
     as_lists = stratified_split(*sources.ragged_column(data, "ids"), 0.25, seed=5)
     as_ids = stratified_split(single, None, 0.25, seed=5)
     assert all(np.array_equal(a, b) for a, b in zip(as_lists, as_ids))
     assert sorted(single[as_ids[1]].tolist()) == [0] * 3 + [1] * 3 + [2] * 2 + [3] * 2  # a quarter of 11, 11, 10, 8
     Dataset.from_dict({"ids": [[0], [1, 2], [], [1]] * 5}).save_to_disk(tmp_path / "multi")
-    assert sources.single_ids(Dataset.load_from_disk(tmp_path / "multi"), "ids") is None
+    assert sources.single_ids(Dataset.load_from_disk(tmp_path / "multi"), "ids", labels=3) is None
+
+
+def test_length_report_counts_lengths_as_numpy_would_from_the_rows_themselves(tmp_path, monkeypatch):
+    """The length report reads token counts a piece at a time into counts per length; its percentiles, longest
+    row and share cut must be those of the lengths themselves."""
+    import numpy as np
+
+    from headfit.data import sources
+    from headfit.data.tokenize import counted_percentiles
+
+    monkeypatch.setattr(sources, "TAKE_ROWS", 9)  # several pieces, the longest row in a late one
+    rng = np.random.default_rng(3)
+    for lengths in ([5], [3, 3], [1, 2, 3, 4], rng.integers(2, 40, 101).tolist() + [128]):
+        Dataset.from_dict({"length": lengths}).save_to_disk(tmp_path / "lengths")
+        counts = sources.value_counts(Dataset.load_from_disk(tmp_path / "lengths"), "length")
+        percents = [0, 1, 50, 90, 99, 100]
+        assert np.allclose(counted_percentiles(counts, percents), np.percentile(lengths, percents))
+        assert counts.sum() == len(lengths) and np.flatnonzero(counts)[-1] == max(lengths)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the resident set is read from /proc")

@@ -157,4 +157,8 @@ def _label_ids(batch: pa.Table, tasks: Sequence[TaskData], split: str) -> pa.Tab
         if task.labelled_column:
             checked[task.labelled_column] = pa.array([ids.get(task.name) is not None for ids, _ in judged]).take(entry)
     checked["problem"] = pc.if_else(own, problems, pa.array([problem for _, problem in judged], pa.string()).take(entry))
-    return pa.table(checked)
+    checked = pa.table(checked)
+    # the file pages this batch was read from (and those reading it mapped around it) leave the resident set now,
+    # not once every batch of the file has made them resident
+    release_pages(batch.column("label"), batch.column("problem"))
+    return checked

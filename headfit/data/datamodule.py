@@ -49,7 +49,7 @@ from headfit.data.checks import check_rows, first_unreadable
 from headfit.data.memory import advise, page_ranges, release_freed
 from headfit.data.sampler import ChunkBoundedSampler, LengthGroupedSampler
 from headfit.data.sources import (Columns, Source, TaskColumns, arrow_column, load_source, numpy_column,
-                                  pieces, problem_rows, ragged_column, select, single_ids)
+                                  pieces, problem_rows, ragged_column, select, single_ids, value_counts)
 from headfit.data.split import random_subset, stratified_split
 from headfit.data.tasks import TaskData, derivation_order, read_tasks, with_groups
 from headfit.data.tokenize import report_chunks, report_lengths, tokenize
@@ -293,7 +293,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
             readable[unreadable] = False
             labels, lines = labels.filter(readable), lines.filter(readable)
         distinct = first_rows(labels)
-        lines = lines.take(pa.array([row for row, _ in distinct.values()], pa.int64())).to_pylist()
+        # one value each (Arrow's `take` on a chunked column would first copy the whole column into one array)
+        lines = [lines[row].as_py() for row, _ in distinct.values()]
         readable = [(line, json.loads(label), count) for line, (label, (_, count)) in zip(lines, distinct.items())]
         inferred = {task.name: task if task.derived else replace(task, space=self._infer_space(task, source, readable))
                     for task in tasks}
@@ -339,7 +340,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def _split_validation(self) -> None:
         train = self.datasets["train"]
         first = self.tasks[0]  # several tasks: stratified by the first one's labels
-        ids = single_ids(train, first.ids_column)  # one label a row: 4 bytes a row, not the lists
+        ids = single_ids(train, first.ids_column, len(first.space.labels))  # one label a row: 1-2 bytes a row
         labels = (ids, None) if ids is not None else ragged_column(train, first.ids_column)
         keep, held_out = stratified_split(*labels, self.val_fraction, self.seed)
         del ids, labels
@@ -359,7 +360,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
                     self._tell_unbounded(chunks)
                 continue
             sample = rng.sample(range(len(data)), min(len(data), 1000))
-            report_lengths(numpy_column(data, "length"), split, self.max_length,
+            report_lengths(value_counts(data, "length"), split, self.max_length,
                            lambda data=data, sample=sample: sampled_texts(data, sample),
                            self.tokenizer)
         for split in ("val", "test"):
@@ -548,10 +549,13 @@ def sampled_texts(data: Dataset, rows: list[int]) -> list[str]:
 def repeated_texts(train: Dataset, other: Dataset, rows: int = 20_000) -> int:
     """How many of `other`'s rows have a text (stripped, lowercased) that a training row has too. Train is read
     `rows` rows at a time, so the memory this takes is that of `other`'s texts, not train's."""
-    def normal(texts):
-        return pc.utf8_lower(pc.utf8_trim_whitespace(texts)).combine_chunks()
+    def normal(piece: pa.ChunkedArray) -> pa.Array:
+        return pc.utf8_lower(pc.utf8_trim_whitespace(piece.combine_chunks()))
 
-    texts, found = normal(arrow_column(other, "text", release=True)), np.zeros(len(other), dtype=bool)
+    # `other`'s texts normalised a piece at a time: one copy of them held, not three at the peak
+    texts = pa.chunked_array([normal(piece) for piece in pieces(other, "text", rows)],
+                             type=other.data.column("text").type)
+    found = np.zeros(len(other), dtype=bool)
     for piece in pieces(train, "text", rows):
         found |= pc.is_in(texts, value_set=normal(piece)).to_numpy(zero_copy_only=False)
         release_freed()

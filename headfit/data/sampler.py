@@ -49,10 +49,11 @@ class LengthGroupedSampler(DistributedSampler):
 
     def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0, pool_batches: int = 64):
-        super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        # DistributedSampler keeps what it is given as `dataset` and only asks its length: not the caller's lengths
+        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         lengths = np.asarray(lengths)
         small = not len(lengths) or int(lengths.max()) <= np.iinfo(np.int16).max
-        self.lengths = torch.from_numpy(lengths.astype(np.int16 if small else np.int32))  # a copy: Arrow's is read-only
+        self.lengths = torch.from_numpy(lengths.astype(np.int16 if small else np.int32))  # a copy of its own
         self.batch_size, self.pool_batches = batch_size, pool_batches
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
 
@@ -118,7 +119,7 @@ class ChunkBoundedSampler(DistributedSampler):
 
     def __init__(self, chunks: Sequence[int], lengths: Sequence[int], batch_size: int, max_chunks_per_batch: int, *,
                  shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, pool_batches: int = 64):
-        super().__init__(chunks, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        super().__init__(range(len(chunks)), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.chunks = torch.from_numpy(np.array(chunks, dtype=np.int64))
         self.lengths = torch.from_numpy(np.array(lengths, dtype=np.int64))
         self.batch_size, self.max_chunks_per_batch, self.pool_batches = batch_size, max_chunks_per_batch, pool_batches

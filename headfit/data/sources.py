@@ -319,13 +319,26 @@ def _take(column: pa.ChunkedArray, rows: np.ndarray, release: bool = False) -> p
 
 
 def numpy_column(data: Dataset, name: str) -> np.ndarray:
-    """A column of numbers or booleans as one NumPy array; the file pages it was read from leave the process's
-    resident set (a column read whole maps the other columns' pages around it too)."""
-    column = arrow_column(data, name, release=True)  # with a mapping: released as taken
-    values = column.to_numpy()
-    if data._indices is None:
-        release_pages(column)  # the file's own buffers: `values` may be a view of them, read back when used
+    """A column of numbers or booleans as one NumPy array of its own, read a piece at a time: the array and one
+    piece are held, never a second copy of the whole column; the file pages each piece was read from leave the
+    process's resident set (a column read whole maps the other columns' pages around it too)."""
+    values = np.empty(len(data), dtype=np.dtype(data.data.column(name).type.to_pandas_dtype()))
+    start = 0
+    for piece in pieces(data, name, TAKE_ROWS):
+        values[start:start + len(piece)] = piece.to_numpy()
+        start += len(piece)
     return values
+
+
+def value_counts(data: Dataset, name: str) -> np.ndarray:
+    """counts[v]: the rows whose `name` (a column of non-negative integers: token counts) is v. Read a piece at a
+    time: the memory this takes is the largest value's, not the rows'."""
+    counts = np.zeros(0, dtype=np.int64)
+    for piece in pieces(data, name, TAKE_ROWS):
+        found = np.bincount(piece.to_numpy(), minlength=len(counts))
+        found[:len(counts)] += counts
+        counts = found
+    return counts
 
 
 def ragged_column(data: Dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -335,15 +348,18 @@ def ragged_column(data: Dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
     return lists.flatten().to_numpy(), offsets - offsets[0]
 
 
-def single_ids(data: Dataset, name: str) -> np.ndarray | None:
-    """A column of lists of ids (label ids) whose every row holds exactly one: those ids, int32 (4 bytes a row),
-    read a piece at a time with each piece's file pages given back; None if some row holds none or several."""
-    parts = []
+def single_ids(data: Dataset, name: str, labels: int) -> np.ndarray | None:
+    """A column of lists of ids (label ids, below `labels`) whose every row holds exactly one: those ids in the
+    smallest integer type that holds them (int8 up to 127 labels: a byte a row), read a piece at a time with each
+    piece's file pages given back; None if some row holds none or several."""
+    dtype = np.int8 if labels <= 127 else np.int16 if labels <= 32767 else np.int32
+    found, start = np.empty(len(data), dtype=dtype), 0
     for piece in pieces(data, name, TAKE_ROWS):
         if pc.any(pc.not_equal(pc.list_value_length(piece), 1)).as_py():
             return None
-        parts.append(pc.list_flatten(piece).to_numpy().astype(np.int32))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        found[start:start + len(piece)] = pc.list_flatten(piece).to_numpy()
+        start += len(piece)
+    return found
 
 
 def problem_rows(data: Dataset) -> np.ndarray:

@@ -18,7 +18,7 @@ def stratified_split(values: np.ndarray, offsets: np.ndarray | None, fraction: f
     one stratum), so rare labels reach the validation set too. Every label with at least 2 rows keeps at least
     one in each part: a label absent from validation has no F1 to measure, yet counts in the macro average.
     A label with a single row stays in train (the caller reports the labels validation lacks).
-    `offsets` None: one label a row, `values[i]` row i's (any integer type: int32 holds 4 bytes a row).
+    `offsets` None: one label a row, `values[i]` row i's (any integer type: int8 holds a byte a row).
     """
     values = np.asarray(values)
     rows = len(values) if offsets is None else len(offsets) - 1
@@ -30,7 +30,7 @@ def stratified_split(values: np.ndarray, offsets: np.ndarray | None, fraction: f
     # one stratum's rows at a time, ascending (-1: rows without labels first): no sort of all rows
     names = np.flatnonzero(frequency) if single else np.unique(stratum)
     for name in names:
-        members = np.flatnonzero(stratum == name)
+        members = positions(stratum == name)  # uint32: 4 bytes a member, not 8
         rng.shuffle(members)  # in place: what rng.permutation(members) gives, without its copy
         share = round(len(members) * fraction)
         if len(members) >= 2 and name != -1:  # at least one row on each side

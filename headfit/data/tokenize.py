@@ -141,19 +141,21 @@ def _tokenize_chunks(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_le
     return encode_chunks(tokenizer, batch.column("text").to_pylist(), max_length, stride, max_chunks)
 
 
-def report_lengths(lengths: np.ndarray, split: str, max_length: int, sample: Callable[[], list[str]],
+def report_lengths(counts: np.ndarray, split: str, max_length: int, sample: Callable[[], list[str]],
                    tokenizer: PreTrainedTokenizerBase) -> None:
     """Log length percentiles and how many rows reach max_length; suggest a max_length when truncation is heavy.
 
-    `sample()` gives a small random sample of the split's texts, tokenised without truncation to estimate the real
-    lengths; it is called only then (reading rows at random touches a page of the file per row).
+    `counts[n]`: the rows of n tokens (sources.value_counts: a few bytes whatever the rows). `sample()` gives a
+    small random sample of the split's texts, tokenised without truncation to estimate the real lengths; it is
+    called only then (reading rows at random touches a page of the file per row).
     """
-    if not len(lengths):
+    rows = int(counts.sum())
+    if not rows:
         return
-    p50, p90, p99 = np.percentile(lengths, [50, 90, 99]).astype(int)
-    truncated = float(np.mean(lengths >= max_length))
+    p50, p90, p99 = counted_percentiles(counts, [50, 90, 99]).astype(int)
+    truncated = float(counts[max_length:].sum()) / rows
     log.info("%s: tokens per row p50 %d, p90 %d, p99 %d, max %d; %.1f%% of rows cut at data.max_length=%d",
-             split, p50, p90, p99, lengths.max(), 100 * truncated, max_length)
+             split, p50, p90, p99, int(np.flatnonzero(counts)[-1]), 100 * truncated, max_length)
     texts = sample() if truncated > 0.02 else []
     if texts:
         # verbose=False: transformers would print that these rows are too long for the model, which is the point
@@ -163,6 +165,17 @@ def report_lengths(lengths: np.ndarray, split: str, max_length: int, sample: Cal
                     "data.max_length=%d (batches are padded to their longest row, so short rows cost nothing), or "
                     "data.long_text=chunk to keep the whole text", split, 100 * truncated, int(np.percentile(full, 99)),
                     suggestion)
+
+
+def counted_percentiles(counts: np.ndarray, percents: list[float]) -> np.ndarray:
+    """`np.percentile(values, percents)` (its linear interpolation) of the values `counts` counts (counts[v]: how
+    many are v), without making the values."""
+    ends = np.cumsum(counts)
+    rank = np.asarray(percents, dtype=float) / 100 * (ends[-1] - 1)  # the position in the sorted values
+    low = np.floor(rank)
+    below = np.searchsorted(ends, low, side="right")  # the value at sorted position `low`
+    above = np.searchsorted(ends, np.minimum(low + 1, ends[-1] - 1), side="right")
+    return below + (above - below) * (rank - low)
 
 
 def report_chunks(lengths: np.ndarray, chunks: np.ndarray, dropped: np.ndarray, split: str, max_length: int,
