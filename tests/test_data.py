@@ -285,6 +285,28 @@ def test_training_reads_at_random_keep_the_file_pages_bounded_and_memory_of_its_
     assert own.to_pylist() == list(range(100_000))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the resident set is read from /proc")
+def test_tokenising_gives_back_the_file_pages_of_the_texts_it_has_read(tmp_path, tiny_encoder):
+    """The tokenising process reads its share of the text file batch after batch; without giving the pages back
+    it would come to hold the whole share (a 4M-row file: +110 MiB a worker). The ids are those of a plain call."""
+    from headfit.data.tokenize import tokenize
+    from headfit.encoder import load_tokenizer
+
+    def file_pages() -> int:  # kB
+        return int(next(line for line in open("/proc/self/status") if line.startswith("RssFile")).split()[1])
+
+    texts = [" ".join(["good", "bad", "movie", "the"][(i + j) % 4] for j in range(300)) for i in range(12_000)]
+    Dataset.from_dict({"text": texts, "text_pair": [None] * len(texts)}).save_to_disk(tmp_path / "raw")  # 17 MB
+    data = Dataset.load_from_disk(tmp_path / "raw")
+    release_pages(data.data.column("text"))
+    tokenizer = load_tokenizer(tiny_encoder)
+    before = file_pages()
+    tokens = tokenize(data, "raw", tokenizer, 16, tmp_path / "cache", "train", num_proc=1)
+    assert file_pages() - before < 4_000  # kB: the text file is ~17,000
+    expected = tokenizer(texts[:3], truncation=True, max_length=16)["input_ids"]
+    assert tokens[:3]["input_ids"] == expected
+
+
 def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path, tiny_encoder):
     rows = [{"text": f"{t} {i}", "label": "a" if i < 30 else "b" if i < 45 else "c"}
             for i, t in enumerate(TEXTS * 5)]

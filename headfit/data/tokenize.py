@@ -34,6 +34,7 @@ from datasets import Dataset, concatenate_datasets
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
+from headfit.data.memory import release_pages
 from headfit.data.windows import encode_chunks
 
 log = logging.getLogger(__name__)
@@ -133,12 +134,21 @@ def _tokenize(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_length: i
               "attention_mask": pa.ListArray.from_arrays(ids.offsets, pa.array(np.ones(len(ids.values), np.int8)))}
     if types is not None:
         tokens["token_type_ids"] = pa.array(types, pa.list_(pa.int8()))
+    _read(batch)
     return pa.table({**tokens, "length": lengths})
 
 
 def _tokenize_chunks(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int,
                      max_chunks: int) -> dict[str, list]:
-    return encode_chunks(tokenizer, batch.column("text").to_pylist(), max_length, stride, max_chunks)
+    texts = batch.column("text").to_pylist()
+    _read(batch)
+    return encode_chunks(tokenizer, texts, max_length, stride, max_chunks)
+
+
+def _read(batch: pa.Table) -> None:
+    """A batch's texts are read: the file pages they came from leave the tokenising process's resident set, which
+    would otherwise come to hold its whole share of the text file."""
+    release_pages(*batch.columns)
 
 
 def report_lengths(counts: np.ndarray, split: str, max_length: int, sample: Callable[[], list[str]],
