@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 
 from headfit.data.files import FIXES, text_problem  # noqa: F401 (also imported from here)
-from headfit.data.memory import advise, page_ranges, release_freed, release_pages
+from headfit.data.memory import release_freed, release_pages
 from headfit.data.sources import Source, arrow_column, column, problem_rows, select
 from headfit.data.tasks import TaskData, derivation_order
 from headfit.data.tokenize import BATCH_ROWS
@@ -160,5 +160,5 @@ def _label_ids(batch: pa.Table, tasks: Sequence[TaskData], split: str) -> pa.Tab
     checked = pa.table(checked)
     # the file pages this batch was read from (and those reading it mapped around it) leave the resident set now,
     # not once every batch of the file has made them resident
-    advise(page_ranges(batch.column("label"), batch.column("problem"), own=False))
+    release_pages(batch.column("label"), batch.column("problem"), own=False)
     return checked

@@ -26,16 +26,16 @@ MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)
 MADV_PAGEOUT = getattr(mmap, "MADV_PAGEOUT", 21)  # Linux >= 5.4; Python's mmap names it only when built with it
 
 
-def release_pages(*columns: pa.ChunkedArray | pa.Array) -> None:
+def release_pages(*columns: pa.ChunkedArray | pa.Array, own: bool = True) -> None:
     """Take the pages holding the `columns`' buffers out of this process's resident set (Linux).
 
     Nothing is lost. A buffer in a memory-mapped file: every page of that file's mapping is dropped from this
     process's page tables (MADV_DONTNEED on a file mapping: the page cache keeps them and the next read maps them
     again); the whole mapping, because a read maps its neighbours too (fault-around), which are other columns'
     pages as often as this one's. Memory of the process's own (an in-memory table) is only offered to swap
-    (MADV_PAGEOUT: where there is no swap it stays). A no-op elsewhere than Linux, and where the kernel refuses the
-    advice."""
-    advise(page_ranges(*columns))
+    (MADV_PAGEOUT: where there is no swap it stays); `own=False` leaves it alone (for a hot path: a batch at a
+    time). A no-op elsewhere than Linux, and where the kernel refuses the advice."""
+    advise(page_ranges(*columns, own=own))
 
 
 def page_ranges(*columns: pa.ChunkedArray | pa.Array, own: bool = True) -> list[tuple[int, int, int]]:

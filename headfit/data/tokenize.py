@@ -34,7 +34,7 @@ from datasets import Dataset, concatenate_datasets
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
-from headfit.data.memory import advise, page_ranges
+from headfit.data.memory import release_pages
 from headfit.data.windows import encode_chunks
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _tokenize_chunks(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, max_le
 def _read(batch: pa.Table) -> None:
     """A batch's texts are read: the file pages they came from leave the tokenising process's resident set, which
     would otherwise come to hold its whole share of the text file (an in-memory table is left as it is)."""
-    advise(page_ranges(*batch.columns, own=False))
+    release_pages(*batch.columns, own=False)
 
 
 def report_lengths(counts: np.ndarray, split: str, max_length: int, sample: Callable[[], list[str]],
