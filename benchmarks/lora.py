@@ -29,13 +29,21 @@ own, the training's:
                           goes back to the system when freed, so peak RSS is close to the live tensors' peak
                           (glibc otherwise keeps freed blocks in its heap, where they fragment); slower steps
     lora (other lr)       LoRA at optim.lr=--other-lora-lr (5e-4); not run unless named in --only
+    full (BERT-large size)              and
+    lora (BERT-large size)              an encoder of BERT-large's architecture (24 layers, hidden 1024: 335 M
+                          parameters) with random weights built from its config (the bundled MiniLM's tokenizer:
+                          the same vocabulary), one epoch on 256 rows of the same sample (8 steps), the first 64
+                          rows of dev for validation: memory, checkpoint and speed where the weights' gradients and
+                          optimizer state are large (no accuracy: the weights are random)
+    full (BERT-large size / no heap reuse)  and
+    lora (BERT-large size / no heap reuse)  the same with MALLOC_MMAP_THRESHOLD_=131072
 
 Per run: dev accuracy (`val/accuracy` of the best checkpoint, by val/macro_f1 over the 2 epochs, from
 metrics.json: SST-2 dev's 872 rows), trainable parameters and the AdamW state's bytes (the exp_avg, exp_avg_sq
 and step tensors in best.ckpt's optimizer state), best.ckpt's size on disk, peak RSS of the training process
 (ru_maxrss from wait4), and training samples/s (the median of train.log's progress lines, validation left out).
 
-    python benchmarks/lora.py                                   # 13 runs: ~35 minutes on 2 CPU cores
+    python benchmarks/lora.py                                   # 17 runs: ~50 minutes on 2 CPU cores
     python benchmarks/lora.py --only "full,lora" && python benchmarks/lora.py --reuse   # in parts
     python benchmarks/lora.py --train-rows 400 --epochs 1 --docs /tmp/bench.md --runs-dir /tmp/lora-runs  # a check
 
@@ -71,7 +79,10 @@ PROGRESS = re.compile(r"step (\d+)/\d+.*\| ([\d.]+) samples/s")
 # they add (glibc's malloc settings for the allocator rows).
 DEFAULT_RUNS = ("full", "lora", "lora (query and value)", "lora (query value intermediate)", "lora (attention)",
                 "lora (every linear layer)", "full (gradient checkpointing)", "lora (gradient checkpointing)", "lora (dropout 0.1)",
-                "full (no tcache)", "lora (no tcache)", "full (no heap reuse)", "lora (no heap reuse)")
+                "full (no tcache)", "lora (no tcache)", "full (no heap reuse)", "lora (no heap reuse)",
+                "full (BERT-large size)", "lora (BERT-large size)", "full (BERT-large size / no heap reuse)",
+                "lora (BERT-large size / no heap reuse)")
+LARGE = "BERT-large size"  # the runs on a random BERT-large-size encoder have it in their name
 # Other LoRA target modules than the default, by run name (MiniLM's, i.e. BERT's, names in each block).
 TARGETS = {"query and value": "query,value", "query value intermediate": "query,value,intermediate.dense",
            "attention": "query,key,value,attention.output.dense",
@@ -81,9 +92,12 @@ NO_HEAP_REUSE = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def runs(args: argparse.Namespace) -> dict[str, tuple[list[str], dict[str, str]]]:
-    common = ["experiment=sst2_minilm", f"paths.datasets_dir={args.data_dir}", f"data.max_train_rows={args.train_rows}",
-              f"trainer.max_epochs={args.epochs}", "data.batch_size=32", "data.max_length=64", "seed=42",
-              "logger=csv", "callbacks.progress.every_n_seconds=10", "trainer.enable_model_summary=false"]
+    shared = ["experiment=sst2_minilm", f"paths.datasets_dir={args.data_dir}", "data.batch_size=32",
+              "data.max_length=64", "seed=42", "logger=csv", "callbacks.progress.every_n_seconds=10",
+              "trainer.enable_model_summary=false"]
+    common = [*shared, f"data.max_train_rows={args.train_rows}", f"trainer.max_epochs={args.epochs}"]
+    large = [*shared, f"encoder.name_or_path={args.runs_dir / 'bert-large'}", "data.max_train_rows=256",
+             "trainer.max_epochs=1", f"data.val_path={args.runs_dir / 'dev-64.tsv'}"]
     lora, checkpointing = ["encoder.adapter=lora"], ["encoder.gradient_checkpointing=true"]
     full_lr, lora_lr = f"optim.lr={args.full_lr:g}", f"optim.lr={args.lora_lr:g}"
     return {"full": ([*common, full_lr], {}),
@@ -97,7 +111,29 @@ def runs(args: argparse.Namespace) -> dict[str, tuple[list[str], dict[str, str]]
             "lora (no tcache)": ([*common, *lora, lora_lr], NO_TCACHE),
             "full (no heap reuse)": ([*common, full_lr], NO_HEAP_REUSE),
             "lora (no heap reuse)": ([*common, *lora, lora_lr], NO_HEAP_REUSE),
-            "lora (other lr)": ([*common, *lora, f"optim.lr={args.other_lora_lr:g}"], {})}
+            "lora (other lr)": ([*common, *lora, f"optim.lr={args.other_lora_lr:g}"], {}),
+            f"full ({LARGE})": ([*large, full_lr], {}),
+            f"lora ({LARGE})": ([*large, *lora, lora_lr], {}),
+            f"full ({LARGE} / no heap reuse)": ([*large, full_lr], NO_HEAP_REUSE),
+            f"lora ({LARGE} / no heap reuse)": ([*large, *lora, lora_lr], NO_HEAP_REUSE)}
+
+
+def large_encoder(args: argparse.Namespace) -> None:
+    """What the BERT-large-size runs read: the encoder (BERT-large's architecture, random weights from a seeded
+    init, the bundled MiniLM's tokenizer) and a 64-row validation file (dev.tsv's first rows), in --runs-dir."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from headfit.encoder import bundled_minilm_path
+
+    folder = args.runs_dir / "bert-large"
+    if not (folder / "model.safetensors").is_file():
+        torch.manual_seed(0)
+        config = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+        BertModel(config).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(bundled_minilm_path()).save_pretrained(folder)
+    with open(args.data_dir / "sst2" / "dev.tsv", encoding="utf-8") as dev:
+        (args.runs_dir / "dev-64.tsv").write_text("".join(line for _, line in zip(range(65), dev)), encoding="utf-8")
 
 
 # The data module of a run's config, set up once in a process of its own: the runs then find the token cache warm,
@@ -180,11 +216,14 @@ def section(args: argparse.Namespace, done: dict[str, dict], info: dict[str, str
                 f"({lora['peak_rss_mib'] - full['peak_rss_mib']:+,.0f} MiB, "
                 f"{100 * (lora['peak_rss_mib'] / full['peak_rss_mib'] - 1):+.0f}%): {verdicts[0 if lower else 1]}")
 
-    rows = [f"| {name} | {lr(run)} | {run['accuracy']:.2f} | {run['trainable']:,} "
-            f"({100 * run['trainable'] / run['parameters']:.2f}%) | {mb(run['optimizer_bytes'])} | "
-            f"{mb(run['checkpoint_bytes'])} | {run['peak_rss_mib']:,.0f} | "
-            f"{'n/a' if run['samples_s'] is None else format(run['samples_s'], '.1f')} | {run['load']:.1f} |"
-            for name, run in done.items()]
+    def row(name: str, run: dict, accuracy: bool = True) -> str:
+        return (f"| {name} | {lr(run)} | " + (f"{run['accuracy']:.2f} | " if accuracy else "")
+                + f"{run['trainable']:,} ({100 * run['trainable'] / run['parameters']:.2f}%) | "
+                f"{mb(run['optimizer_bytes'])} | {mb(run['checkpoint_bytes'])} | {run['peak_rss_mib']:,.0f} | "
+                f"{'n/a' if run['samples_s'] is None else format(run['samples_s'], '.1f')} | {run['load']:.1f} |")
+
+    rows = [row(name, run) for name, run in done.items() if LARGE not in name]
+    large = {name: run for name, run in done.items() if LARGE in name}
     parts = " (in parts: `--only NAMES` then `--reuse`, which keeps the runs finished with the same overrides)" \
         if any(run["reused"] for run in done.values()) else ""
     lines = [
@@ -237,6 +276,19 @@ def section(args: argparse.Namespace, done: dict[str, dict], info: dict[str, str
                  if pair_lora and pair_full]
         if shown:
             lines += ["", "Peak RSS of the other pairs:", "", *shown]
+    if large:
+        lines += ["", "On an encoder of BERT-large's size (random weights from its config: 335 M parameters, the "
+                  "bundled MiniLM's tokenizer), one epoch of 8 steps on 256 rows of the same sample, batch 32, "
+                  "max_length 64, validation on dev's first 64 rows; the same learning rates. No accuracy: the "
+                  "weights are random. What this measures is memory, checkpoint and speed where the weights' "
+                  "gradients and AdamW's moments (12 bytes a weight: 4.0 GB) are large.", "",
+                  "| run | learning rate | trainable parameters | optimizer state (MB) | checkpoint (MB) | peak RSS "
+                  "(MiB) | train samples/s | load |", "|---|---|---:|---:|---:|---:|---:|---:|",
+                  *[row(name, run, accuracy=False) for name, run in large.items()]]
+        pairs = [(kind, large.get(f"lora ({LARGE}{suffix})"), large.get(f"full ({LARGE}{suffix})"))
+                 for kind, suffix in (("default malloc", ""), ("no heap reuse", " / no heap reuse"))]
+        lines += ["", *[f"- BERT-large size, {kind}: LoRA {memory(pair_lora, pair_full)}"
+                        for kind, pair_lora, pair_full in pairs if pair_lora and pair_full]]
     summaries = {}
     for name, run in done.items():
         summaries.setdefault(run["summary"], name)
@@ -274,6 +326,9 @@ def main() -> None:
     info, done = machine(), {}
     wanted = args.only.split(",") if args.only else DEFAULT_RUNS
     warm_cache(runs(args)["full"][0], args.runs_dir)
+    if any(LARGE in name for name in wanted):
+        large_encoder(args)
+        warm_cache(runs(args)[f"full ({LARGE})"][0], args.runs_dir)
     for name, (overrides, added) in runs(args).items():
         run = train(name, overrides, added, args.runs_dir, args.threads, info["versions"], args.reuse,
                     name in wanted)
