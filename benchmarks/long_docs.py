@@ -66,7 +66,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from report import BENCHMARKS_MD, REPO, write_section  # first: puts this checkout ahead of an installed headfit
+from report import BENCHMARKS_MD, REPO, peak_rss_kib, write_section  # first: puts this checkout ahead of an installed headfit
 from throughput import machine  # noqa: E402
 
 TITLE = "Long documents: chunk, stride and aggregate (issue #13)"
@@ -345,12 +345,11 @@ def train(run: dict[str, Any], threads: int, reuse: bool, digest: str) -> dict[s
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "train.py", *run["overrides"]], cwd=REPO, env=environment,
                                stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    peak_kib = peak_rss_kib(process)
     wall = time.perf_counter() - started
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, "train.py")
-    done = {"overrides": run["overrides"], "data": digest, "wall_s": wall, "peak_rss_gib": usage.ru_maxrss / 2**20,
+    done = {"overrides": run["overrides"], "data": digest, "wall_s": wall, "peak_rss_gib": peak_kib / 2**20,
             **train_log(run["dir"] / "train.log")}
     record.write_text(json.dumps(done, indent=2) + "\n")
     return {**done, "metrics": json.loads((run["dir"] / "metrics.json").read_text()), "reused": False}

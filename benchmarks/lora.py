@@ -41,7 +41,7 @@ own, the training's:
 Per run: dev accuracy (`val/accuracy` of the best checkpoint, by val/macro_f1 over the 2 epochs, from
 metrics.json: SST-2 dev's 872 rows), trainable parameters and the AdamW state's bytes (the exp_avg, exp_avg_sq
 and step tensors in best.ckpt's optimizer state), best.ckpt's size on disk, peak RSS of the training process
-(ru_maxrss from wait4), and training samples/s (the median of train.log's progress lines, validation left out).
+(VmHWM, read while it runs), and training samples/s (the median of train.log's progress lines, validation left out).
 
     python benchmarks/lora.py                                   # 17 runs: ~50 minutes on 2 CPU cores
     python benchmarks/lora.py --only "full,lora" && python benchmarks/lora.py --reuse   # in parts
@@ -65,7 +65,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from report import BENCHMARKS_MD, REPO, write_section  # first: puts this checkout ahead of an installed headfit
+from report import BENCHMARKS_MD, REPO, peak_rss_kib, write_section  # first: puts this checkout ahead of an installed headfit
 from throughput import machine  # noqa: E402
 
 TITLE = "LoRA against full fine-tuning (issue #16)"
@@ -118,20 +118,25 @@ def runs(args: argparse.Namespace) -> dict[str, tuple[list[str], dict[str, str]]
             f"lora ({LARGE} / no heap reuse)": ([*large, *lora, lora_lr], NO_HEAP_REUSE)}
 
 
+BUILD_LARGE = r"""
+import sys
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+from headfit.encoder import bundled_minilm_path
+torch.manual_seed(0)
+config = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+BertModel(config).save_pretrained(sys.argv[1])
+AutoTokenizer.from_pretrained(bundled_minilm_path()).save_pretrained(sys.argv[1])
+"""
+
+
 def large_encoder(args: argparse.Namespace) -> None:
     """What the BERT-large-size runs read: the encoder (BERT-large's architecture, random weights from a seeded
     init, the bundled MiniLM's tokenizer) and a 64-row validation file (dev.tsv's first rows), in --runs-dir."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from headfit.encoder import bundled_minilm_path
-
     folder = args.runs_dir / "bert-large"
-    if not (folder / "model.safetensors").is_file():
-        torch.manual_seed(0)
-        config = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
-        BertModel(config).save_pretrained(folder)
-        AutoTokenizer.from_pretrained(bundled_minilm_path()).save_pretrained(folder)
+    if not (folder / "model.safetensors").is_file():  # in a process of its own: this one stays small
+        subprocess.run([sys.executable, "-c", BUILD_LARGE, str(folder)], cwd=REPO, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(args.data_dir / "sst2" / "dev.tsv", encoding="utf-8") as dev:
         (args.runs_dir / "dev-64.tsv").write_text("".join(line for _, line in zip(range(65), dev)), encoding="utf-8")
 
@@ -157,7 +162,7 @@ def warm_cache(overrides: list[str], runs_dir: Path) -> None:
 
 def train(name: str, overrides: list[str], added: dict[str, str], runs_dir: Path, threads: int, versions: str,
           reuse: bool, wanted: bool) -> dict[str, Any] | None:
-    """One training run in a fresh process, `added` to its environment; what its files and its rusage say. With
+    """One training run in a fresh process, `added` to its environment; what its files and its peak RSS say. With
     `reuse`, the record of a run finished earlier with the same overrides, environment and versions (headfit's
     commit among them) instead; None where there is none and the run is not `wanted`."""
     import torch
@@ -179,12 +184,12 @@ def train(name: str, overrides: list[str], added: dict[str, str], runs_dir: Path
     load, started = os.getloadavg()[0], time.perf_counter()
     process = subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, env=environment,
                                stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
+    peak_kib = peak_rss_kib(process)
+    if process.returncode:
         raise SystemExit(f"{name} failed: see {run_dir / 'train.log'}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     best = Path(metrics["best_checkpoint"])
-    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True, mmap=True)  # sizes only: nothing read
     state = [tensor for per_parameter in checkpoint["optimizer_states"][0]["state"].values()
              for tensor in per_parameter.values() if isinstance(tensor, torch.Tensor)]
     trainable = sum(per_parameter["exp_avg"].numel()
@@ -196,7 +201,7 @@ def train(name: str, overrides: list[str], added: dict[str, str], runs_dir: Path
     done = {"accuracy": 100 * metrics["val"]["val/accuracy"], "trainable": trainable, "parameters": total,
             "optimizer_bytes": sum(t.numel() * t.element_size() for t in state),
             "checkpoint_bytes": best.stat().st_size,
-            "peak_rss_mib": usage.ru_maxrss / 1024, "samples_s": statistics.median(speeds) if speeds else None,
+            "peak_rss_mib": peak_kib / 1024, "samples_s": statistics.median(speeds) if speeds else None,
             "wall_s": time.perf_counter() - started, "load": load, "summary": summary.group(0) if summary else "",
             "overrides": overrides, "environment": added, "versions": versions}
     record.write_text(json.dumps(done, indent=2) + "\n")
@@ -233,7 +238,7 @@ def section(args: argparse.Namespace, done: dict[str, dict], info: dict[str, str
         "head (mean pooling). Each run a fresh `python train.py experiment=sst2_minilm ...` process. Dev accuracy: "
         "`val/accuracy` of the best checkpoint (by val/macro_f1) on SST-2 dev (872 rows). Optimizer state: the "
         "AdamW tensors in best.ckpt; checkpoint: best.ckpt on disk (weights, optimizer state, tokenizer); peak "
-        "RSS: the training process's ru_maxrss; samples/s: the median of train.log's progress lines; load: the "
+        "RSS: the training process's VmHWM (its own memory map's high-water mark); samples/s: the median of train.log's progress lines; load: the "
         "1-minute load average when the run started.",
         "",
         "Rows: `full` and `lora` (LoRA's defaults: r=8, alpha=16, no dropout, every linear layer of the blocks but "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,3 +26,19 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
         text.rstrip() + "\n\n" + section
     path.write_text(text.rstrip() + "\n")
     print(f"wrote section '{title}' of {path}")
+
+
+def peak_rss_kib(process: subprocess.Popen) -> int:
+    """The process's peak RSS in KiB: the high-water mark of its own memory map (VmHWM), read every 50 ms until it
+    exits. Not wait4's ru_maxrss: a child that Python starts with vfork runs on this process's memory map until it
+    execs, and the kernel counts that map's high-water mark in the child's ru_maxrss, so every run would report at
+    least this process's own peak (which holding a BERT-large-size checkpoint raises to gigabytes)."""
+    peak = 0
+    while process.poll() is None:
+        try:
+            with open(f"/proc/{process.pid}/status", encoding="ascii") as status:
+                peak = max(peak, next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")))
+        except (OSError, StopIteration):  # exited between poll() and open()
+            pass
+        time.sleep(0.05)
+    return peak
