@@ -303,3 +303,11 @@ def test_an_unknown_task_key_stops_the_run_before_the_data_is_read(tmp_path, tin
         train(config(tmp_path, tiny_encoder, "data=files", "data.train_path=does-not-exist.csv",
                      "+tasks.topic.label_column=topic", "+tasks.topic.colour=1"))
     assert error.value.where == "tasks.topic.colour" and "head, weight" in error.value.fix
+
+
+def test_the_hierarchy_recipe_s_task_weights_take_a_plain_override(tmp_path, tiny_encoder):
+    """`tasks.<name>.weight=2` (no `+`) on the recipe, as a sweep writes it: the recipe names every weight."""
+    from test_train import config
+
+    cfg = config(tmp_path, tiny_encoder, "experiment=goemotions_hierarchy", "tasks.ekman.weight=2")
+    assert {name: task.weight for name, task in cfg.tasks.items()} == {"emotion": 1.0, "ekman": 2, "sentiment": 1.0}
