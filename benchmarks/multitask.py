@@ -391,7 +391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "levels' TSVs (data/); a run's directory is emptied before it trains")
     parser.add_argument("--epochs", type=int, default=2, help="trainer.max_epochs of every run")
     parser.add_argument("--batch-size", type=int, default=32, help="data.batch_size of every run, and of prediction")
-    parser.add_argument("--lr", type=float, default=5e-5, help="optim.lr of every run")
+    parser.add_argument("--lr", type=float, default=1e-4, help="optim.lr of every run (the recipes' own)")
     parser.add_argument("--max-length", type=int, default=128,
                         help="data.max_length of every run (the recipes' default; GoEmotions' comments are at most "
                              "33 words, so 64 would cut almost none)")

@@ -60,7 +60,8 @@ def ekman_files(goemotions: Path, directory: Path) -> dict[str, Path]:
 
 def train(run_dir: Path, data_dir: Path, epochs: int, max_train_rows: int | None, *overrides: str) -> dict:
     command = [sys.executable, "train.py", "experiment=goemotions_minilm", f"paths.datasets_dir={data_dir}",
-               f"trainer.max_epochs={epochs}", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false",
+               f"trainer.max_epochs={epochs}", "optim.lr=5e-5", f"hydra.run.dir={run_dir}",
+               "trainer.enable_progress_bar=false",
                *([f"data.max_train_rows={max_train_rows}"] if max_train_rows else []), *overrides]
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
