@@ -240,8 +240,8 @@ def section(args: argparse.Namespace, done: dict[str, dict], info: dict[str, str
         "head (mean pooling). Each run a fresh `python train.py experiment=sst2_minilm ...` process. Dev accuracy: "
         "`val/accuracy` of the best checkpoint (by val/macro_f1) on SST-2 dev (872 rows). Optimizer state: the "
         "AdamW tensors in best.ckpt; checkpoint: best.ckpt on disk (weights, optimizer state, tokenizer); peak "
-        "RSS: the training process's VmHWM (its own memory map's high-water mark); samples/s: the median of train.log's progress lines; load: the "
-        "1-minute load average when the run started.",
+        "RSS: the training process's VmHWM (its own memory map's high-water mark); samples/s: the median of "
+        "train.log's progress lines; load: the 1-minute load average when the run started.",
         "",
         "Rows: `full` and `lora` (LoRA's defaults: r=8, alpha=16, no dropout, every linear layer of the blocks but "
         "the feed-forward output: `encoder.lora.target_modules=[query,key,value,attention.output.dense,"
